@@ -1,0 +1,2 @@
+//! Placeholder: the pipeline benchmark lands next.
+fn main() {}

@@ -1,0 +1,239 @@
+//! The default dispatcher: each event goes to one consumer, the one that asked the most.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use tracing::warn;
+
+use super::Dispatcher;
+use crate::error::SubscribeError;
+use crate::options::{SubscribeOptions, SubscriptionId};
+
+/// Sends each batch to the consumers with the highest outstanding demand first (GenStage §2.8).
+///
+/// Consumers are kept in order of demand, highest first and first come first among equals. A
+/// dispatch takes the head, sends it a contiguous slice of up to its demand, re-inserts it and
+/// goes on until the events or the demand run out. The demand of a consumer that leaves is kept
+/// as *pending* and netted against later asks, since the producer may still be producing it.
+///
+/// # Examples
+///
+/// ```
+/// use stage::{DemandDispatcher, Dispatcher, SubscribeOptions, SubscriptionId};
+///
+/// let (a, b) = (SubscriptionId::from_raw(1), SubscriptionId::from_raw(2));
+/// let mut d = DemandDispatcher::new();
+/// d.subscribe(a, &SubscribeOptions::new()).unwrap();
+/// d.subscribe(b, &SubscribeOptions::new()).unwrap();
+/// assert_eq!(d.ask(a, 3), 3);
+/// assert_eq!(d.ask(b, 2), 2);
+/// let mut sent = vec![];
+/// let left = d.dispatch(vec!['a', 'b', 'c', 'd', 'e', 'f'], &mut |id, evs| sent.push((id, evs)));
+/// assert_eq!(sent, vec![(a, vec!['a', 'b', 'c']), (b, vec!['d', 'e'])]);
+/// assert_eq!(left, vec!['f']);
+/// ```
+pub struct DemandDispatcher<T> {
+    /// `(demand, consumer)`, highest demand first, FIFO among ties.
+    consumers: Vec<(usize, SubscriptionId)>,
+    total: usize,
+    pending: usize,
+    max: Option<usize>,
+    _events: PhantomData<fn(T)>,
+}
+
+impl<T> fmt::Debug for DemandDispatcher<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DemandDispatcher")
+            .field("consumers", &self.consumers)
+            .field("pending", &self.pending)
+            .finish()
+    }
+}
+
+impl<T> Default for DemandDispatcher<T> {
+    fn default() -> Self {
+        DemandDispatcher {
+            consumers: Vec::new(),
+            total: 0,
+            pending: 0,
+            max: None,
+            _events: PhantomData,
+        }
+    }
+}
+
+impl<T> DemandDispatcher<T> {
+    /// A dispatcher with no consumers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn insert(&mut self, demand: usize, id: SubscriptionId) {
+        let at = self
+            .consumers
+            .iter()
+            .position(|&(d, _)| d < demand)
+            .unwrap_or(self.consumers.len());
+        self.consumers.insert(at, (demand, id));
+    }
+
+    fn remove(&mut self, id: SubscriptionId) -> Option<usize> {
+        let at = self.consumers.iter().position(|&(_, c)| c == id)?;
+        let (demand, _) = self.consumers.remove(at);
+        Some(demand)
+    }
+}
+
+impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher<T> {
+    fn subscribe(
+        &mut self,
+        id: SubscriptionId,
+        _: &SubscribeOptions,
+    ) -> Result<usize, SubscribeError> {
+        self.consumers.push((0, id));
+        Ok(0)
+    }
+
+    fn cancel(&mut self, id: SubscriptionId) -> usize {
+        if let Some(demand) = self.remove(id) {
+            self.total -= demand;
+            self.pending += demand;
+        }
+        0
+    }
+
+    fn ask(&mut self, id: SubscriptionId, n: usize) -> usize {
+        let Some(current) = self.remove(id) else {
+            return 0;
+        };
+        match self.max {
+            None => self.max = Some(n),
+            Some(max) if n > max => warn!(
+                expected = max,
+                got = n,
+                "DemandDispatcher expects a maximum demand of {max}: give every consumer the same max_demand"
+            ),
+            Some(_) => {}
+        }
+        self.insert(current + n, id);
+        self.total += n;
+        let netted = self.pending.min(n);
+        self.pending -= netted;
+        n - netted
+    }
+
+    fn demand(&self) -> usize {
+        self.total
+    }
+
+    fn dispatch(
+        &mut self,
+        mut events: Vec<T>,
+        send: &mut dyn FnMut(SubscriptionId, Vec<T>),
+    ) -> Vec<T> {
+        while !events.is_empty() {
+            let Some(&(demand, id)) = self.consumers.first() else {
+                break;
+            };
+            if demand == 0 {
+                break;
+            }
+            let n = demand.min(events.len());
+            self.consumers.remove(0);
+            self.insert(demand - n, id);
+            self.total -= n;
+            if n == events.len() {
+                send(id, std::mem::take(&mut events));
+            } else {
+                let rest = events.split_off(n);
+                send(id, std::mem::replace(&mut events, rest));
+            }
+        }
+        self.pending = self.pending.saturating_sub(events.len());
+        events
+    }
+
+    fn demands(&self) -> Vec<(SubscriptionId, usize)> {
+        self.consumers.iter().map(|&(d, id)| (id, d)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids() -> (SubscriptionId, SubscriptionId) {
+        (SubscriptionId::from_raw(1), SubscriptionId::from_raw(2))
+    }
+
+    fn dispatch(
+        d: &mut DemandDispatcher<char>,
+        events: Vec<char>,
+    ) -> (Vec<(SubscriptionId, Vec<char>)>, Vec<char>) {
+        let mut sent = vec![];
+        let left = d.dispatch(events, &mut |id, evs| sent.push((id, evs)));
+        (sent, left)
+    }
+
+    fn two(d1: usize, d2: usize) -> DemandDispatcher<char> {
+        let (a, b) = ids();
+        let mut d = DemandDispatcher::<char>::new();
+        assert_eq!(d.subscribe(a, &SubscribeOptions::new()), Ok(0));
+        assert_eq!(d.subscribe(b, &SubscribeOptions::new()), Ok(0));
+        assert_eq!(d.ask(a, d1), d1);
+        assert_eq!(d.ask(b, d2), d2);
+        d
+    }
+
+    #[test]
+    fn highest_demand_first_in_contiguous_slices() {
+        let (a, b) = ids();
+        let mut d = two(3, 2);
+        let (sent, left) = dispatch(&mut d, "abcde".chars().collect());
+        assert_eq!(sent, vec![(a, vec!['a', 'b', 'c']), (b, vec!['d', 'e'])]);
+        assert!(left.is_empty());
+    }
+
+    #[test]
+    fn ties_are_fifo_and_leftovers_come_back() {
+        let (a, b) = ids();
+        let mut d = two(3, 3);
+        let (sent, _) = dispatch(&mut d, vec!['a', 'b']);
+        assert_eq!(sent, vec![(a, vec!['a', 'b'])]);
+        let (sent, _) = dispatch(&mut d, vec!['c', 'd']);
+        assert_eq!(sent, vec![(b, vec!['c', 'd'])]);
+        let (sent, left) = dispatch(&mut d, vec!['e', 'f', 'g']);
+        assert_eq!(sent, vec![(a, vec!['e']), (b, vec!['f'])]);
+        assert_eq!(left, vec!['g']);
+        assert_eq!(d.demand(), 0);
+    }
+
+    #[test]
+    fn cancelled_demand_is_pending_and_netted_against_later_asks() {
+        let (a, b) = ids();
+        let mut d = two(10, 0);
+        assert_eq!(d.cancel(a), 0);
+        assert_eq!(d.demand(), 0);
+        assert_eq!(d.ask(b, 4), 0);
+        assert_eq!(d.ask(b, 10), 4);
+        assert_eq!(d.demand(), 14);
+    }
+
+    #[test]
+    fn leftovers_reduce_pending() {
+        let (a, _) = ids();
+        let mut d = two(5, 0);
+        d.cancel(a);
+        let (_, left) = dispatch(&mut d, vec!['x', 'y']);
+        assert_eq!(left.len(), 2);
+        assert_eq!(d.pending, 3);
+    }
+
+    #[test]
+    fn unknown_consumers_are_ignored() {
+        let mut d = DemandDispatcher::<char>::new();
+        assert_eq!(d.ask(SubscriptionId::from_raw(9), 5), 0);
+        assert_eq!(d.cancel(SubscriptionId::from_raw(9)), 0);
+        assert_eq!(d.demand(), 0);
+    }
+}

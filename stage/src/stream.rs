@@ -1,0 +1,338 @@
+//! Bridges between stages and iterators or streams (GenStage §2.14).
+
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Poll, ready};
+
+use futures::{FutureExt, Stream, StreamExt};
+use tokio::sync::mpsc;
+
+use crate::context::{Cancel, Context};
+use crate::error::StartError;
+use crate::handle::{ConsumerHandle, ProducerHandle};
+use crate::mailbox::AsProducer;
+use crate::options::{SubscribeOptions, SubscriptionId, SubscriptionMode};
+use crate::start::Builder;
+use crate::{Consumer, Producer, Reason};
+
+/// A producer that emits the items of an iterator, exactly as many as are asked for, and
+/// finishes (stops with [`Reason::Normal`] once its buffer is empty) when the iterator ends.
+///
+/// Made by [`from_iter`].
+pub struct IterProducer<I> {
+    iter: I,
+}
+
+impl<I> fmt::Debug for IterProducer<I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("IterProducer")
+    }
+}
+
+impl<I> Producer for IterProducer<I>
+where
+    I: Iterator + Send + 'static,
+    I::Item: Send + 'static,
+{
+    type Out = I::Item;
+    type Call = ();
+    type Reply = ();
+    type Msg = ();
+
+    async fn handle_demand(&mut self, demand: usize, ctx: &mut Context<I::Item>) -> Vec<I::Item> {
+        let events: Vec<_> = self.iter.by_ref().take(demand).collect();
+        if events.len() < demand {
+            ctx.finish();
+        }
+        events
+    }
+}
+
+/// Prepares a producer over an iterator (GenStage's `from_enumerable`). Each demand pulls
+/// exactly that many items; when the iterator ends the producer stops normally after its buffer
+/// has been dispatched, so its permanent consumers stop too.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use futures::StreamExt;
+/// use stage::SubscribeOptions;
+///
+/// let numbers = stage::from_iter(1..=25).start().unwrap();
+/// let got: Vec<u32> = stage::stream([(&numbers, SubscribeOptions::new().max_demand(10))])
+///     .unwrap()
+///     .collect()
+///     .await;
+/// assert_eq!(got, (1..=25).collect::<Vec<_>>());
+/// # }
+/// ```
+pub fn from_iter<I>(iter: I) -> Builder<IterProducer<I::IntoIter>, crate::kind::ProducerStage>
+where
+    I: IntoIterator,
+    I::IntoIter: Send + 'static,
+    I::Item: Send + 'static,
+{
+    crate::producer(IterProducer {
+        iter: iter.into_iter(),
+    })
+}
+
+/// What feeds a [`StreamProducer`]: a batch of items, or the end of the stream.
+#[derive(Debug)]
+pub enum Feed<T> {
+    /// Items the stream yielded.
+    Batch(Vec<T>),
+    /// The stream ended.
+    End,
+}
+
+/// A producer that emits the items of a `Stream` as they come, never more than asked for.
+///
+/// A feeder task owns the stream and pulls from it only while there is unmet demand, taking at
+/// once every item that is ready (up to the demand) so that items move in batches.
+/// Made by [`from_stream`].
+pub struct StreamProducer<T> {
+    demand: mpsc::UnboundedSender<usize>,
+    _items: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> fmt::Debug for StreamProducer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StreamProducer")
+    }
+}
+
+impl<T: Send + 'static> Producer for StreamProducer<T> {
+    type Out = T;
+    type Call = ();
+    type Reply = ();
+    type Msg = Feed<T>;
+
+    async fn handle_demand(&mut self, demand: usize, _: &mut Context<T>) -> Vec<T> {
+        let _ = self.demand.send(demand);
+        Vec::new()
+    }
+
+    async fn handle_cast(&mut self, feed: Feed<T>, ctx: &mut Context<T>) {
+        match feed {
+            Feed::Batch(items) => ctx.emit(items),
+            Feed::End => ctx.finish(),
+        }
+    }
+}
+
+/// Starts a producer over a `Stream`; it stops normally once the stream has ended and its
+/// buffer has been dispatched.
+///
+/// # Errors
+///
+/// [`StartError::NoRuntime`] outside a tokio runtime.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use futures::StreamExt;
+///
+/// let words = stage::from_stream(futures::stream::iter(["a", "b", "c"])).unwrap();
+/// let got: Vec<&str> = stage::stream([(&words, Default::default())]).unwrap().collect().await;
+/// assert_eq!(got, ["a", "b", "c"]);
+/// # }
+/// ```
+pub fn from_stream<St>(stream: St) -> Result<ProducerHandle<StreamProducer<St::Item>>, StartError>
+where
+    St: Stream + Send + 'static,
+    St::Item: Send + 'static,
+{
+    let (demand_tx, demand_rx) = mpsc::unbounded_channel();
+    let handle = crate::producer(StreamProducer {
+        demand: demand_tx,
+        _items: std::marker::PhantomData,
+    })
+    .start()?;
+    tokio::spawn(feed(stream, demand_rx, handle.clone()));
+    Ok(handle)
+}
+
+async fn feed<St>(
+    stream: St,
+    mut demand: mpsc::UnboundedReceiver<usize>,
+    producer: ProducerHandle<StreamProducer<St::Item>>,
+) where
+    St: Stream + Send + 'static,
+    St::Item: Send + 'static,
+{
+    let mut stream = std::pin::pin!(stream);
+    let mut wanted = 0usize;
+    loop {
+        while let Ok(n) = demand.try_recv() {
+            wanted += n;
+        }
+        if wanted == 0 {
+            match demand.recv().await {
+                Some(n) => wanted += n,
+                None => return,
+            }
+            continue;
+        }
+        let Some(first) = stream.next().await else {
+            let _ = producer.cast(Feed::End);
+            return;
+        };
+        let mut batch = vec![first];
+        let mut ended = false;
+        while batch.len() < wanted {
+            match stream.next().now_or_never() {
+                Some(Some(item)) => batch.push(item),
+                Some(None) => {
+                    ended = true;
+                    break;
+                }
+                None => break,
+            }
+        }
+        wanted -= batch.len();
+        if producer.cast(Feed::Batch(batch)).is_err() {
+            return;
+        }
+        if ended {
+            let _ = producer.cast(Feed::End);
+            return;
+        }
+    }
+}
+
+/// The consumer behind [`stream`]: hands each batch to the stream and waits until the stream
+/// has taken it before its demand is refilled.
+struct Forward<T> {
+    tx: mpsc::Sender<Vec<T>>,
+    subscriptions: usize,
+}
+
+impl<T: Send + 'static> Consumer for Forward<T> {
+    type In = T;
+    type Call = ();
+    type Reply = ();
+    type Msg = ();
+
+    async fn handle_subscribe(
+        &mut self,
+        _: SubscriptionId,
+        _: &SubscribeOptions,
+        _: &mut Context,
+    ) -> SubscriptionMode {
+        self.subscriptions += 1;
+        SubscriptionMode::Automatic
+    }
+
+    async fn handle_events(&mut self, events: Vec<T>, _: SubscriptionId, ctx: &mut Context) {
+        if self.tx.send(events).await.is_err() {
+            ctx.stop(Reason::Normal);
+        }
+    }
+
+    async fn handle_cancel(&mut self, cancel: Cancel, _: SubscriptionId, ctx: &mut Context) {
+        self.subscriptions -= 1;
+        if self.subscriptions == 0 {
+            ctx.stop(cancel.reason);
+        }
+    }
+}
+
+/// Consumes one or more producers as a `Stream`, with demand (GenStage's `stream`).
+///
+/// Each producer gets its own subscription and options; the stream asks for events only as it
+/// is polled (one batch in hand, one waiting). It ends when no subscription is left: when every
+/// producer has finished or cancelled. [`ConsumerStream::exit_reason`] then tells why.
+/// Dropping the stream early cancels the subscriptions.
+///
+/// # Errors
+///
+/// [`StartError::Option`] naming an invalid option, [`StartError::ProducerClosed`] when a
+/// producer is not running (unless its subscription is temporary).
+pub fn stream<'a, T, P, I>(producers: I) -> Result<ConsumerStream<T>, StartError>
+where
+    T: Send + 'static,
+    P: AsProducer<T> + 'a,
+    I: IntoIterator<Item = (&'a P, SubscribeOptions)>,
+{
+    let (tx, rx) = mpsc::channel(1);
+    let mut builder = crate::consumer(Forward {
+        tx,
+        subscriptions: 0,
+    })
+    .name("stage::stream");
+    let mut any = false;
+    for (producer, opts) in producers {
+        builder = builder.subscribe_to(producer, opts);
+        any = true;
+    }
+    let handle = builder.start()?;
+    if !any {
+        let _ = handle.stop(Reason::Normal);
+    }
+    Ok(ConsumerStream {
+        rx,
+        current: Vec::new().into_iter(),
+        handle,
+    })
+}
+
+/// A stream of the events of one or more producers. Made by [`stream`].
+pub struct ConsumerStream<T: Send + 'static> {
+    rx: mpsc::Receiver<Vec<T>>,
+    current: std::vec::IntoIter<T>,
+    handle: ConsumerHandle<Forward<T>>,
+}
+
+impl<T: Send + 'static> ConsumerStream<T> {
+    /// Why the stream ended, once it has: the reason of the last subscription to end.
+    pub fn exit_reason(&self) -> Option<Reason> {
+        self.handle.exit_reason()
+    }
+
+    /// The next whole batch, as the producers sent it (fewer wakes than item by item).
+    pub async fn next_batch(&mut self) -> Option<Vec<T>> {
+        let rest: Vec<T> = std::mem::replace(&mut self.current, Vec::new().into_iter()).collect();
+        if !rest.is_empty() {
+            return Some(rest);
+        }
+        self.rx.recv().await
+    }
+}
+
+impl<T: Send + 'static> fmt::Debug for ConsumerStream<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConsumerStream")
+            .field("held", &self.current.len())
+            .finish()
+    }
+}
+
+// Nothing in the stream is pinned structurally.
+impl<T: Send + 'static> Unpin for ConsumerStream<T> {}
+
+impl<T: Send + 'static> Stream for ConsumerStream<T> {
+    type Item = T;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Option<T>> {
+        loop {
+            if let Some(item) = self.current.next() {
+                return Poll::Ready(Some(item));
+            }
+            match ready!(self.rx.poll_recv(cx)) {
+                Some(batch) => self.current = batch.into_iter(),
+                None => return Poll::Ready(None),
+            }
+        }
+    }
+}
+
+impl<T: Send + 'static> Drop for ConsumerStream<T> {
+    fn drop(&mut self) {
+        let _ = self.handle.stop(Reason::Normal);
+    }
+}
