@@ -105,9 +105,13 @@ impl<T, M> Buffer<T, M> {
         None
     }
 
-    /// Takes up to `n` events from the front, with the markers that draining them passes.
+    /// Takes up to `n` events from the front, stopping at the next marker, with the markers
+    /// that taking them reaches.
     pub(crate) fn take(&mut self, n: usize) -> (Vec<T>, Vec<M>) {
-        let n = n.min(self.events.len());
+        let mut n = n.min(self.events.len());
+        if let Some((at, _)) = self.markers.front() {
+            n = n.min((*at - self.head) as usize);
+        }
         let events: Vec<T> = self.events.drain(..n).collect();
         self.head += n as u64;
         (events, self.release())
@@ -192,8 +196,12 @@ mod tests {
         assert!(!b.is_idle());
         let (ev, m) = b.take(2);
         assert_eq!((ev, m), (vec![1, 2], vec![]));
-        let (ev, m) = b.take(1);
-        assert_eq!((ev, m), (vec![3], vec!["d", "e"]));
+        let (ev, m) = b.take(5);
+        assert_eq!(
+            (ev, m),
+            (vec![3], vec!["d", "e"]),
+            "taking stops at a marker"
+        );
         let (ev, m) = b.take(5);
         assert_eq!((ev, m), (vec![4], vec!["f"]));
         assert!(b.is_idle());

@@ -505,9 +505,12 @@ impl<S: Send + 'static, K: Kind<S>> Engine<S, K> {
         if cancel.kind == CancelKind::Cancel {
             sink.cancel(id, cancel.clone());
         }
+        // The dispatcher forgets the consumer before `handle_cancel` runs, so that events the
+        // handler emits go to the consumers that remain (upstream routes them to the one that
+        // left, and they are lost).
+        let demand = self.dispatcher.cancel(id);
         K::cancel(&mut self.stage, Peer::Consumer, cancel, id, &mut self.ctx).await;
         self.apply();
-        let demand = self.dispatcher.cancel(id);
         self.demand_arrived(demand).await;
     }
 
@@ -571,8 +574,13 @@ impl<S: Send + 'static, K: Kind<S>> Engine<S, K> {
             if n == 0 {
                 break;
             }
+            // `take` stops at the next info marker, so events on either side of an info
+            // travel in separate messages (§2.12 rule 4).
             let (events, released) = self.buffer.take(n);
             self.infos.extend(released);
+            if events.is_empty() {
+                break;
+            }
             let offered = events.len();
             let left = self.dispatch(events);
             delivered += offered - left.len();

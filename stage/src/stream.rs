@@ -209,35 +209,65 @@ async fn feed<St>(
 /// has taken it before its demand is refilled.
 struct Forward<T> {
     tx: mpsc::Sender<Vec<T>>,
-    subscriptions: usize,
+    subscriptions: Vec<SubscriptionId>,
+    closing: bool,
+}
+
+/// What the stream tells its consumer.
+enum Control {
+    /// The initial subscriptions are made: stop if there are none.
+    Started,
+    /// The stream was dropped: cancel every subscription.
+    Close,
+}
+
+impl<T: Send + 'static> Forward<T> {
+    fn close(&mut self, ctx: &mut Context) {
+        if !self.closing {
+            self.closing = true;
+            for id in &self.subscriptions {
+                ctx.cancel(*id, Reason::Normal);
+            }
+        }
+    }
 }
 
 impl<T: Send + 'static> Consumer for Forward<T> {
     type In = T;
     type Call = ();
     type Reply = ();
-    type Msg = ();
+    type Msg = Control;
 
     async fn handle_subscribe(
         &mut self,
-        _: SubscriptionId,
+        id: SubscriptionId,
         _: &SubscribeOptions,
         _: &mut Context,
     ) -> SubscriptionMode {
-        self.subscriptions += 1;
+        self.subscriptions.push(id);
         SubscriptionMode::Automatic
     }
 
     async fn handle_events(&mut self, events: Vec<T>, _: SubscriptionId, ctx: &mut Context) {
         if self.tx.send(events).await.is_err() {
-            ctx.stop(Reason::Normal);
+            self.close(ctx);
         }
     }
 
-    async fn handle_cancel(&mut self, cancel: Cancel, _: SubscriptionId, ctx: &mut Context) {
-        self.subscriptions -= 1;
-        if self.subscriptions == 0 {
+    async fn handle_cancel(&mut self, cancel: Cancel, id: SubscriptionId, ctx: &mut Context) {
+        self.subscriptions.retain(|s| *s != id);
+        if self.subscriptions.is_empty() {
             ctx.stop(cancel.reason);
+        }
+    }
+
+    async fn handle_cast(&mut self, control: Control, ctx: &mut Context) {
+        match control {
+            Control::Started | Control::Close if self.subscriptions.is_empty() => {
+                ctx.stop(Reason::Normal)
+            }
+            Control::Started => {}
+            Control::Close => self.close(ctx),
         }
     }
 }
@@ -260,20 +290,18 @@ where
     I: IntoIterator<Item = (&'a P, SubscribeOptions)>,
 {
     let (tx, rx) = mpsc::channel(1);
-    let mut builder = crate::consumer(Forward {
+    let forward = Forward {
         tx,
-        subscriptions: 0,
-    })
-    .name("stage::stream");
-    let mut any = false;
+        subscriptions: Vec::new(),
+        closing: false,
+    };
+    let mut builder = crate::consumer(forward).name("stage::stream");
     for (producer, opts) in producers {
         builder = builder.subscribe_to(producer, opts);
-        any = true;
     }
     let handle = builder.start()?;
-    if !any {
-        let _ = handle.stop(Reason::Normal);
-    }
+    // Handled after the initial subscriptions: ends the stream at once if none was made.
+    let _ = handle.cast(Control::Started);
     Ok(ConsumerStream {
         rx,
         current: Vec::new().into_iter(),
@@ -333,6 +361,6 @@ impl<T: Send + 'static> Stream for ConsumerStream<T> {
 
 impl<T: Send + 'static> Drop for ConsumerStream<T> {
     fn drop(&mut self) {
-        let _ = self.handle.stop(Reason::Normal);
+        let _ = self.handle.cast(Control::Close);
     }
 }

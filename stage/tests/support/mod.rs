@@ -1,0 +1,328 @@
+//! Fixture stages shared by the integration tests (GenStage's Counter, Forwarder, Doubler...).
+//!
+//! A `call` to a stage is answered only after every message sent to it before has been handled,
+//! so tests use calls as barriers instead of sleeping.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::VecDeque;
+
+use stage::{
+    Cancel, Consumer, Context, Peer, Producer, ProducerConsumer, Reason, ReplyTo, SubscribeOptions,
+    SubscriptionId, SubscriptionMode,
+};
+
+/// What a test can ask a fixture stage.
+#[derive(Debug)]
+pub enum Ask {
+    /// The fixture's log so far (and clear it).
+    Log,
+}
+
+/// One thing a fixture saw, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Seen<T> {
+    Events(SubscriptionId, Vec<T>),
+    Demand(usize),
+    Subscribed(Peer, SubscriptionId),
+    Cancelled(Peer, Cancel, SubscriptionId),
+    Info(Msg<T>),
+}
+
+/// Messages fixtures take by cast and info.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Msg<T> {
+    /// Emit these events (producers and producer-consumers).
+    Emit(Vec<T>),
+    /// A tag, recorded when it arrives.
+    Tag(&'static str),
+    /// Stop with this reason.
+    Stop(Reason),
+    /// Manual demand: ask this subscription for n events.
+    AskFor(SubscriptionId, usize),
+}
+
+fn log_reply<T: Clone>(log: &mut Vec<Seen<T>>, reply: ReplyTo<Vec<Seen<T>>>) {
+    reply.send(std::mem::take(log));
+}
+
+fn on_msg<T, O>(log: &mut Vec<Seen<T>>, msg: Msg<T>, ctx: &mut Context<O>, info: bool)
+where
+    T: Clone,
+    O: From<T>,
+{
+    if info {
+        log.push(Seen::Info(msg.clone()));
+    }
+    match msg {
+        Msg::Emit(events) => ctx.emit(events.into_iter().map(O::from).collect()),
+        Msg::Tag(_) => {}
+        Msg::Stop(reason) => ctx.stop(reason),
+        Msg::AskFor(id, n) => ctx.ask(id, n),
+    }
+}
+
+/// A producer that emits only what it is told to (by cast), or, with `counting`, a counter that
+/// answers every demand in full. It logs every demand it sees.
+#[derive(Debug, Default)]
+pub struct Source {
+    pub log: Vec<Seen<u64>>,
+    /// `Some(next)`: answer each demand with `next..next+demand`.
+    pub counting: Option<u64>,
+    /// Events to hand out as demand arrives, before counting.
+    pub queue: VecDeque<u64>,
+}
+
+impl Source {
+    pub fn counter(from: u64) -> Self {
+        Source {
+            counting: Some(from),
+            ..Source::default()
+        }
+    }
+
+    pub fn silent() -> Self {
+        Source::default()
+    }
+}
+
+impl Producer for Source {
+    type Out = u64;
+    type Call = Ask;
+    type Reply = Vec<Seen<u64>>;
+    type Msg = Msg<u64>;
+
+    async fn handle_demand(&mut self, demand: usize, _: &mut Context<u64>) -> Vec<u64> {
+        self.log.push(Seen::Demand(demand));
+        let mut out: Vec<u64> = Vec::new();
+        while out.len() < demand {
+            match self.queue.pop_front() {
+                Some(e) => out.push(e),
+                None => break,
+            }
+        }
+        if let Some(next) = self.counting.as_mut() {
+            let more = (demand - out.len()) as u64;
+            out.extend(*next..*next + more);
+            *next += more;
+        }
+        out
+    }
+
+    async fn handle_subscribe(
+        &mut self,
+        id: SubscriptionId,
+        _: &SubscribeOptions,
+        _: &mut Context<u64>,
+    ) {
+        self.log.push(Seen::Subscribed(Peer::Consumer, id));
+    }
+
+    async fn handle_cancel(&mut self, cancel: Cancel, id: SubscriptionId, _: &mut Context<u64>) {
+        self.log.push(Seen::Cancelled(Peer::Consumer, cancel, id));
+    }
+
+    async fn handle_call(&mut self, _: Ask, reply: ReplyTo<Self::Reply>, _: &mut Context<u64>) {
+        log_reply(&mut self.log, reply);
+    }
+
+    async fn handle_cast(&mut self, msg: Msg<u64>, ctx: &mut Context<u64>) {
+        on_msg(&mut self.log, msg, ctx, false);
+    }
+
+    async fn handle_info(&mut self, msg: Msg<u64>, ctx: &mut Context<u64>) {
+        on_msg(&mut self.log, msg, ctx, true);
+    }
+}
+
+/// A consumer that logs every batch, subscription and cancel, in automatic or manual mode.
+#[derive(Debug, Default)]
+pub struct Sink {
+    pub log: Vec<Seen<u64>>,
+    pub manual: bool,
+}
+
+impl Sink {
+    pub fn new() -> Self {
+        Sink::default()
+    }
+
+    pub fn manual() -> Self {
+        Sink {
+            manual: true,
+            ..Sink::default()
+        }
+    }
+}
+
+impl Consumer for Sink {
+    type In = u64;
+    type Call = Ask;
+    type Reply = Vec<Seen<u64>>;
+    type Msg = Msg<u64>;
+
+    async fn handle_events(&mut self, events: Vec<u64>, id: SubscriptionId, _: &mut Context) {
+        self.log.push(Seen::Events(id, events));
+    }
+
+    async fn handle_subscribe(
+        &mut self,
+        id: SubscriptionId,
+        _: &SubscribeOptions,
+        _: &mut Context,
+    ) -> SubscriptionMode {
+        self.log.push(Seen::Subscribed(Peer::Producer, id));
+        if self.manual {
+            SubscriptionMode::Manual
+        } else {
+            SubscriptionMode::Automatic
+        }
+    }
+
+    async fn handle_cancel(&mut self, cancel: Cancel, id: SubscriptionId, _: &mut Context) {
+        self.log.push(Seen::Cancelled(Peer::Producer, cancel, id));
+    }
+
+    async fn handle_call(&mut self, _: Ask, reply: ReplyTo<Self::Reply>, _: &mut Context) {
+        log_reply(&mut self.log, reply);
+    }
+
+    async fn handle_cast(&mut self, msg: Msg<u64>, ctx: &mut Context) {
+        if let Msg::AskFor(id, n) = msg {
+            ctx.ask(id, n);
+        } else if let Msg::Stop(reason) = msg {
+            ctx.stop(reason);
+        }
+    }
+
+    async fn handle_info(&mut self, msg: Msg<u64>, _: &mut Context) {
+        self.log.push(Seen::Info(msg));
+    }
+}
+
+/// A producer-consumer that applies `f` to each event (`None` drops it) and logs what it sees.
+pub struct Through {
+    pub log: Vec<Seen<u64>>,
+    pub f: fn(u64) -> Vec<u64>,
+}
+
+impl std::fmt::Debug for Through {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Through").field("log", &self.log).finish()
+    }
+}
+
+impl Through {
+    /// Passes events on unchanged.
+    pub fn forwarder() -> Self {
+        Through {
+            log: Vec::new(),
+            f: |x| vec![x],
+        }
+    }
+
+    /// Emits each event twice.
+    pub fn doubler() -> Self {
+        Through {
+            log: Vec::new(),
+            f: |x| vec![x, x],
+        }
+    }
+
+    /// Emits nothing.
+    pub fn discarder() -> Self {
+        Through {
+            log: Vec::new(),
+            f: |_| vec![],
+        }
+    }
+}
+
+impl ProducerConsumer for Through {
+    type In = u64;
+    type Out = u64;
+    type Call = Ask;
+    type Reply = Vec<Seen<u64>>;
+    type Msg = Msg<u64>;
+
+    async fn handle_events(
+        &mut self,
+        events: Vec<u64>,
+        id: SubscriptionId,
+        _: &mut Context<u64>,
+    ) -> Vec<u64> {
+        let out = events.iter().flat_map(|&x| (self.f)(x)).collect();
+        self.log.push(Seen::Events(id, events));
+        out
+    }
+
+    async fn handle_subscribe(
+        &mut self,
+        peer: Peer,
+        id: SubscriptionId,
+        _: &SubscribeOptions,
+        _: &mut Context<u64>,
+    ) -> SubscriptionMode {
+        self.log.push(Seen::Subscribed(peer, id));
+        SubscriptionMode::Automatic
+    }
+
+    async fn handle_cancel(
+        &mut self,
+        peer: Peer,
+        cancel: Cancel,
+        id: SubscriptionId,
+        _: &mut Context<u64>,
+    ) {
+        self.log.push(Seen::Cancelled(peer, cancel, id));
+    }
+
+    async fn handle_call(&mut self, _: Ask, reply: ReplyTo<Self::Reply>, _: &mut Context<u64>) {
+        log_reply(&mut self.log, reply);
+    }
+
+    async fn handle_cast(&mut self, msg: Msg<u64>, ctx: &mut Context<u64>) {
+        on_msg(&mut self.log, msg, ctx, false);
+    }
+
+    async fn handle_info(&mut self, msg: Msg<u64>, ctx: &mut Context<u64>) {
+        on_msg(&mut self.log, msg, ctx, true);
+    }
+}
+
+/// The events in a log, in order.
+pub fn events<T: Clone>(log: &[Seen<T>]) -> Vec<T> {
+    log.iter()
+        .filter_map(|s| match s {
+            Seen::Events(_, e) => Some(e.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+/// The batch sizes in a log, in order.
+pub fn batch_sizes<T>(log: &[Seen<T>]) -> Vec<usize> {
+    log.iter()
+        .filter_map(|s| match s {
+            Seen::Events(_, e) => Some(e.len()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The demands a producer saw, in order.
+pub fn demands<T>(log: &[Seen<T>]) -> Vec<usize> {
+    log.iter()
+        .filter_map(|s| match s {
+            Seen::Demand(n) => Some(*n),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Lets every stage run until all are idle (on a current-thread runtime).
+pub async fn settle() {
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+}
