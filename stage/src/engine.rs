@@ -74,9 +74,17 @@ pub(crate) struct Engine<S, K: Kind<S>> {
     log: VecDeque<Logged<K::Out>>,
     /// Producer-consumers: downstream demand not yet used (§2.7).
     counter: usize,
-    finishing: bool,
+    /// Set when the stage should stop with this reason once everything it holds is sent.
+    finishing: Option<Reason>,
     stop: Option<Reason>,
     infos: VecDeque<K::Msg>,
+    /// Infos the dispatcher holds behind its own queues, by token.
+    held: HashMap<u64, K::Msg>,
+    /// Infos the dispatcher has released, to run next.
+    ready: VecDeque<K::Msg>,
+    next_token: u64,
+    /// Upstream demand the dispatcher created while dispatching, not yet acted on.
+    owed: usize,
     stats: Stats,
 }
 
@@ -100,9 +108,13 @@ pub(crate) fn spawn<S: Send + 'static, K: Kind<S>>(
         mode: setup.mode,
         log: VecDeque::new(),
         counter: 0,
-        finishing: false,
+        finishing: None,
         stop: None,
         infos: VecDeque::new(),
+        held: HashMap::new(),
+        ready: VecDeque::new(),
+        next_token: 0,
+        owed: 0,
         stats: Stats::default(),
     };
     runtime.spawn(engine.run(rx, setup.subscriptions, exit_tx));
@@ -158,17 +170,64 @@ impl<S: Send + 'static, K: Kind<S>> Engine<S, K> {
         }
     }
 
-    /// Runs the info markers that draining released and finishes a drained finite producer.
+    /// Runs the infos that are due, acts on demand the dispatcher created, and stops a
+    /// finishing stage once it holds nothing more.
     async fn settle(&mut self) {
+        loop {
+            self.run_infos().await;
+            if self.stop.is_some() {
+                break;
+            }
+            if self.owed > 0 {
+                let owed = std::mem::take(&mut self.owed);
+                self.demand_arrived(owed).await;
+            } else if !self.buffer.is_empty() && self.dispatcher.demand() > 0 && self.drain() > 0 {
+                // Demand the dispatcher regained without new upstream demand (a broadcast
+                // selector's credit for events already requested and buffered).
+                self.process_inbox().await;
+            } else {
+                break;
+            }
+        }
+        if self.stop.is_none() && self.finishing.is_some() {
+            let drained = self.buffer.is_idle()
+                && self.log.is_empty()
+                && self.inbox.is_empty()
+                && self.dispatcher.queued() == 0;
+            if drained || self.consumers.is_empty() {
+                self.stop = self.finishing.take();
+            }
+        }
+    }
+
+    /// Runs the infos the buffer has released, unless the dispatcher holds them behind its own
+    /// queues (§2.12, §2.10 rule 6), in order.
+    async fn run_infos(&mut self) {
         while self.stop.is_none() {
-            let Some(msg) = self.infos.pop_front() else {
+            let msg = if let Some(msg) = self.ready.pop_front() {
+                msg
+            } else if let Some(msg) = self.infos.pop_front() {
+                let token = self.next_token;
+                self.next_token += 1;
+                if self.dispatcher.hold(token) {
+                    self.held.insert(token, msg);
+                    self.collect_released();
+                    continue;
+                }
+                msg
+            } else {
                 break;
             };
             K::info(&mut self.stage, msg, &mut self.ctx).await;
             self.apply();
         }
-        if self.finishing && self.buffer.is_idle() && self.log.is_empty() && self.stop.is_none() {
-            self.stop = Some(Reason::Normal);
+    }
+
+    fn collect_released(&mut self) {
+        for token in self.dispatcher.released() {
+            if let Some(msg) = self.held.remove(&token) {
+                self.ready.push_back(msg);
+            }
         }
     }
 
@@ -243,7 +302,7 @@ impl<S: Send + 'static, K: Kind<S>> Engine<S, K> {
             let _ = self.me.send(Envelope::CancelSubscription(id, reason));
         }
         if std::mem::take(&mut self.ctx.finish) {
-            self.finishing = true;
+            self.finishing.get_or_insert(Reason::Normal);
         }
         if let Some(reason) = self.ctx.stop.take() {
             self.stop.get_or_insert(reason);
@@ -272,14 +331,13 @@ impl<S: Send + 'static, K: Kind<S>> Engine<S, K> {
             self.no_producer(id, opts.cancel_mode(), ack);
             return;
         }
-        let mode = K::subscribe(&mut self.stage, Peer::Producer, id, &opts, &mut self.ctx).await;
-        self.apply();
-        let automatic = mode == SubscriptionMode::Automatic;
+        // The subscription exists (as manual) before the handler runs, so that asks the handler
+        // makes through its context reach the producer, after the subscribe message.
         self.producers.insert(
             id,
             Upstream {
                 producer: producer.clone(),
-                demand: automatic.then(|| Demand::new(max, min)),
+                demand: None,
                 manual_credit: 0,
                 cancel: opts.cancel_mode(),
             },
@@ -292,9 +350,15 @@ impl<S: Send + 'static, K: Kind<S>> Engine<S, K> {
                 reason: Reason::NoProc,
             };
             let _ = self.me.send(Envelope::ProducerCancel(id, down));
-        } else if automatic {
-            producer.ask(id, max);
         }
+        let mode = K::subscribe(&mut self.stage, Peer::Producer, id, &opts, &mut self.ctx).await;
+        if mode == SubscriptionMode::Automatic {
+            if let Some(up) = self.producers.get_mut(&id) {
+                up.demand = Some(Demand::new(max, min));
+                up.producer.ask(id, max);
+            }
+        }
+        self.apply();
     }
 
     fn no_producer(&mut self, id: SubscriptionId, cancel: CancelMode, ack: Option<Ack>) {
@@ -414,8 +478,14 @@ impl<S: Send + 'static, K: Kind<S>> Engine<S, K> {
         K::cancel(&mut self.stage, Peer::Producer, cancel, id, &mut self.ctx).await;
         self.apply();
         if self.stop.is_none() && up.cancel.exits_on(&reason) {
-            info!(stage = %self.name, %id, %reason, "consumer stopping after its producer cancelled");
-            self.stop = Some(reason);
+            if K::EMITS && reason.is_normal() {
+                // Upstream ended normally: send on what this stage still holds, then stop.
+                debug!(stage = %self.name, %id, %reason, "producer-consumer finishing after its producer ended");
+                self.finishing.get_or_insert(reason);
+            } else {
+                info!(stage = %self.name, %id, %reason, "consumer stopping after its producer cancelled");
+                self.stop = Some(reason);
+            }
         }
     }
 
@@ -495,6 +565,7 @@ impl<S: Send + 'static, K: Kind<S>> Engine<S, K> {
             return;
         }
         let demand = self.dispatcher.ask(id, n);
+        self.flush();
         self.demand_arrived(demand).await;
     }
 
@@ -604,18 +675,33 @@ impl<S: Send + 'static, K: Kind<S>> Engine<S, K> {
             }
         });
         self.counter = self.counter.saturating_sub(offered - left.len());
+        self.owed += self.dispatcher.take_demand();
+        self.collect_released();
         left
     }
 
+    /// Lets the dispatcher send what it holds itself (partition queues) to new demand.
+    fn flush(&mut self) {
+        let consumers = &self.consumers;
+        let out = &mut self.stats.events_out;
+        self.dispatcher.flush(&mut |id, batch| {
+            *out += batch.len() as u64;
+            if let Some(sink) = consumers.get(&id) {
+                sink.events(id, batch);
+            }
+        });
+        self.collect_released();
+    }
+
+    /// An info from a handle: a consumer runs it now; a stage with a producer side runs it
+    /// once the events it holds now have been dispatched.
     async fn info(&mut self, msg: K::Msg) {
-        let now = if K::EMITS {
-            self.buffer.push_marker(msg)
-        } else {
-            Some(msg)
-        };
-        if let Some(msg) = now {
+        if !K::EMITS {
             K::info(&mut self.stage, msg, &mut self.ctx).await;
             self.apply();
+        } else if let Some(msg) = self.buffer.push_marker(msg) {
+            self.infos.push_back(msg);
+            self.run_infos().await;
         }
     }
 
@@ -653,8 +739,8 @@ impl<S: Send + 'static, K: Kind<S>> Engine<S, K> {
         Counters {
             events_in: self.stats.events_in,
             events_out: self.stats.events_out,
-            buffered: self.buffer.len(),
-            dropped: self.stats.dropped,
+            buffered: self.buffer.len() + self.dispatcher.queued(),
+            dropped: self.stats.dropped + self.dispatcher.dropped(),
             inbox: self.inbox.len(),
             consumers,
             producers,

@@ -75,6 +75,14 @@
 //! [`from_iter`] and [`from_stream`] turn iterators and streams into producers; [`stream`]
 //! consumes producers as a `Stream`.
 //!
+//! # Consumer supervisor
+//!
+//! A [`ConsumerSupervisor`] is a consumer that starts one tokio task per event, with at most
+//! `max_demand` running per subscription: demand is the number of children, and a slot is
+//! asked for again when its child ends. Failed children are logged, counted and, with
+//! [`Restart::Transient`], run again within a restart intensity; [`SupervisorHandle`] counts,
+//! starts and terminates them.
+//!
 //! # Differences from GenStage
 //!
 //! - Invalid options are rejected with an [`OptionError`] that names the option, when the stage
@@ -99,16 +107,17 @@ mod producer;
 mod producer_consumer;
 mod start;
 mod stream;
+mod supervisor;
 
 pub use consumer::Consumer;
 pub use context::{Cancel, CancelKind, Context, Peer, ReplyTo};
-pub use dispatcher::{DemandDispatcher, Dispatcher};
+pub use dispatcher::{BroadcastDispatcher, DemandDispatcher, Dispatcher, PartitionDispatcher};
 pub use error::{CallError, OptionError, Reason, StartError, SubscribeError};
 pub use handle::{ConsumerHandle, Counters, ProducerConsumerHandle, ProducerHandle, StageHandle};
 pub use kind::{ConsumerStage, Emits, Kind, ProducerConsumerStage, ProducerStage, Receives};
 pub use mailbox::{AsProducer, ProducerRef};
 pub use options::{
-    BufferSize, CancelMode, DEFAULT_BUFFER_SIZE, DEFAULT_MAX_DEMAND, DemandMode, Keep,
+    BufferSize, CancelMode, DEFAULT_BUFFER_SIZE, DEFAULT_MAX_DEMAND, DemandMode, Keep, Selector,
     SubscribeOptions, SubscriptionId, SubscriptionMode,
 };
 pub use producer::Producer;
@@ -116,4 +125,8 @@ pub use producer_consumer::ProducerConsumer;
 pub use start::{Builder, consumer, producer, producer_consumer};
 pub use stream::{
     ConsumerStream, Feed, IterProducer, StreamProducer, from_iter, from_stream, stream,
+};
+pub use supervisor::{
+    ChildId, ChildState, Children, ConsumerSupervisor, Restart, StartChildError, SupervisorHandle,
+    TerminateChildError,
 };

@@ -1,6 +1,8 @@
 //! Subscription and producer options, validated once when they are used.
 
+use std::any::Any;
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::OptionError;
@@ -89,13 +91,53 @@ pub enum SubscriptionMode {
 /// assert_eq!(opts.limits(), Ok((10, 5)));
 /// assert!(SubscribeOptions::new().max_demand(0).limits().is_err());
 /// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct SubscribeOptions {
     max_demand: Option<usize>,
     min_demand: Option<usize>,
     cancel: CancelMode,
     partition: Option<usize>,
+    selector: Option<AnySelector>,
 }
+
+/// Keeps the events of a broadcast for which it returns `true` (GenStage's `selector`).
+pub type Selector<T> = Arc<dyn Fn(&T) -> bool + Send + Sync>;
+
+/// A selector whose event type is checked when the subscription reaches the producer.
+#[derive(Clone)]
+struct AnySelector {
+    selector: Arc<dyn Any + Send + Sync>,
+    type_name: &'static str,
+}
+
+impl fmt::Debug for SubscribeOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubscribeOptions")
+            .field("max_demand", &self.max_demand)
+            .field("min_demand", &self.min_demand)
+            .field("cancel", &self.cancel)
+            .field("partition", &self.partition)
+            .field("selector", &self.selector.as_ref().map(|s| s.type_name))
+            .finish()
+    }
+}
+
+impl PartialEq for SubscribeOptions {
+    fn eq(&self, other: &Self) -> bool {
+        let same_selector = match (&self.selector, &other.selector) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(&a.selector, &b.selector),
+            _ => false,
+        };
+        self.max_demand == other.max_demand
+            && self.min_demand == other.min_demand
+            && self.cancel == other.cancel
+            && self.partition == other.partition
+            && same_selector
+    }
+}
+
+impl Eq for SubscribeOptions {}
 
 impl SubscribeOptions {
     /// The defaults: `max_demand` 1000, `min_demand` 500, permanent.
@@ -125,6 +167,52 @@ impl SubscribeOptions {
     pub fn partition(mut self, partition: usize) -> Self {
         self.partition = Some(partition);
         self
+    }
+
+    /// Receive only the events `selector` keeps, from a producer with a
+    /// [`BroadcastDispatcher`](crate::BroadcastDispatcher). The events filtered out still count
+    /// as received: the dispatcher gives their credit back.
+    ///
+    /// The event type is checked when the subscription reaches the producer: a selector over
+    /// another type, or a selector for a dispatcher that does not broadcast, is refused with an
+    /// [`OptionError`] naming `selector`.
+    pub fn selector<T: 'static>(
+        mut self,
+        selector: impl Fn(&T) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        let selector: Selector<T> = Arc::new(selector);
+        self.selector = Some(AnySelector {
+            selector: Arc::new(selector),
+            type_name: std::any::type_name::<T>(),
+        });
+        self
+    }
+
+    /// The selector for events of type `T`, if one was given.
+    ///
+    /// # Errors
+    ///
+    /// [`OptionError`] naming `selector` when it was given for another event type.
+    pub fn selector_for<T: 'static>(&self) -> Result<Option<Selector<T>>, OptionError> {
+        let Some(any) = &self.selector else {
+            return Ok(None);
+        };
+        match any.selector.downcast_ref::<Selector<T>>() {
+            Some(selector) => Ok(Some(Arc::clone(selector))),
+            None => Err(OptionError::new(
+                "selector",
+                format!(
+                    "must take the producer's events ({})",
+                    std::any::type_name::<T>()
+                ),
+                format_args!("a selector over {}", any.type_name),
+            )),
+        }
+    }
+
+    /// Whether a selector was given.
+    pub fn has_selector(&self) -> bool {
+        self.selector.is_some()
     }
 
     /// The cancel mode.

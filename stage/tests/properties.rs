@@ -14,31 +14,51 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use stage::{
-    CancelMode, Consumer, Context, DemandDispatcher, Dispatcher, Producer, ProducerConsumer,
-    SubscribeError, SubscribeOptions, SubscriptionId,
+    BroadcastDispatcher, CancelMode, Consumer, Context, DemandDispatcher, DemandMode, Dispatcher,
+    PartitionDispatcher, Producer, ProducerConsumer, SubscribeError, SubscribeOptions,
+    SubscriptionId,
 };
 
 /// An event: (producer index, sequence number).
 type Ev = (usize, u64);
 
-/// Wraps the demand dispatcher and counts sends beyond a subscription's credit.
-struct Checked {
-    inner: DemandDispatcher<Ev>,
+/// Wraps a dispatcher and counts sends beyond a subscription's credit.
+struct Checked<D = DemandDispatcher<Ev>> {
+    inner: D,
     credit: HashMap<SubscriptionId, usize>,
     violations: Arc<AtomicUsize>,
 }
 
 impl Checked {
     fn new(violations: Arc<AtomicUsize>) -> Self {
+        Checked::around(DemandDispatcher::new(), violations)
+    }
+}
+
+impl<D> Checked<D> {
+    fn around(inner: D, violations: Arc<AtomicUsize>) -> Self {
         Checked {
-            inner: DemandDispatcher::new(),
+            inner,
             credit: HashMap::new(),
             violations,
         }
     }
 }
 
-impl Dispatcher<Ev> for Checked {
+fn charge(
+    credit: &mut HashMap<SubscriptionId, usize>,
+    violations: &AtomicUsize,
+    id: SubscriptionId,
+    batch: &[Ev],
+) {
+    let c = credit.entry(id).or_default();
+    if batch.len() > *c {
+        violations.fetch_add(1, Ordering::Relaxed);
+    }
+    *c = c.saturating_sub(batch.len());
+}
+
+impl<D: Dispatcher<Ev>> Dispatcher<Ev> for Checked<D> {
     fn subscribe(
         &mut self,
         id: SubscriptionId,
@@ -63,19 +83,30 @@ impl Dispatcher<Ev> for Checked {
         events: Vec<Ev>,
         send: &mut dyn FnMut(SubscriptionId, Vec<Ev>),
     ) -> Vec<Ev> {
-        let credit = &mut self.credit;
-        let violations = &self.violations;
+        let (credit, violations) = (&mut self.credit, &self.violations);
         self.inner.dispatch(events, &mut |id, batch| {
-            let c = credit.entry(id).or_default();
-            if batch.len() > *c {
-                violations.fetch_add(1, Ordering::Relaxed);
-            }
-            *c = c.saturating_sub(batch.len());
+            charge(credit, violations, id, &batch);
             send(id, batch)
         })
     }
     fn demands(&self) -> Vec<(SubscriptionId, usize)> {
-        Dispatcher::<Ev>::demands(&self.inner)
+        self.inner.demands()
+    }
+    fn flush(&mut self, send: &mut dyn FnMut(SubscriptionId, Vec<Ev>)) {
+        let (credit, violations) = (&mut self.credit, &self.violations);
+        self.inner.flush(&mut |id, batch| {
+            charge(credit, violations, id, &batch);
+            send(id, batch)
+        })
+    }
+    fn take_demand(&mut self) -> usize {
+        self.inner.take_demand()
+    }
+    fn queued(&self) -> usize {
+        self.inner.queued()
+    }
+    fn dropped(&self) -> u64 {
+        self.inner.dropped()
     }
 }
 
@@ -333,4 +364,140 @@ fn stress_two_million_events_through_a_middle_stage() {
     let (seen, violations, oversized) = rt.block_on(run(case.clone()));
     check(&case, &seen).unwrap();
     assert_eq!((violations, oversized), (0, 0));
+}
+
+/// A fan-out case: one producer, consumers with their demands and speeds; `selective` gives
+/// broadcast consumers selectors.
+#[derive(Clone, Debug)]
+struct FanOut {
+    total: u64,
+    extra: u64,
+    consumers: Vec<(usize, usize, usize)>,
+    /// Broadcast: consumer `i` keeps the events with `seq % (i + 1) == 0`.
+    selective: bool,
+}
+
+fn fan_out() -> impl Strategy<Value = FanOut> {
+    (
+        0u64..400,
+        0u64..40,
+        prop::collection::vec((demand(), 0usize..3), 1..=3),
+        any::<bool>(),
+    )
+        .prop_map(|(total, extra, consumers, selective)| FanOut {
+            total,
+            extra,
+            consumers: consumers
+                .into_iter()
+                .map(|((max, min), y)| (max, min, y))
+                .collect(),
+            selective,
+        })
+}
+
+/// Runs a fan-out case through `dispatcher`; `opts(i, base)` is what consumer `i` subscribes
+/// with. Returns what each consumer saw, the credit violations and the oversized batches.
+async fn run_fan_out<D: Dispatcher<Ev>>(
+    case: &FanOut,
+    dispatcher: D,
+    opts: impl Fn(usize, SubscribeOptions) -> SubscribeOptions,
+    expected: &[u64],
+) -> (Vec<Vec<Ev>>, usize, usize) {
+    let violations = Arc::new(AtomicUsize::new(0));
+    let oversized = Arc::new(AtomicUsize::new(0));
+    let burst = Burst {
+        index: 0,
+        next: 0,
+        total: case.total,
+        extra: case.extra,
+    };
+    let producer = stage::producer(burst)
+        .dispatcher(Checked::around(dispatcher, Arc::clone(&violations)))
+        .demand(DemandMode::Accumulate)
+        .start()
+        .unwrap();
+    let mut seen = vec![];
+    for (i, &(max, min, yields)) in case.consumers.iter().enumerate() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        seen.push(Arc::clone(&log));
+        let record = Record {
+            seen: log,
+            yields,
+            batch_limit: max - min,
+            oversized: Arc::clone(&oversized),
+        };
+        let consumer = stage::consumer(record).start().unwrap();
+        let base = SubscribeOptions::new()
+            .max_demand(max)
+            .min_demand(min)
+            .cancel(CancelMode::Temporary);
+        consumer.subscribe(&producer, opts(i, base)).await.unwrap();
+    }
+    // Everyone is subscribed: let the events flow.
+    producer.set_demand(DemandMode::Forward).unwrap();
+    let counts = || {
+        seen.iter()
+            .map(|s| s.lock().unwrap().len() as u64)
+            .collect::<Vec<_>>()
+    };
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while counts() != expected {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("stalled at {:?} of {expected:?} for {case:?}", counts()));
+    producer.join().await;
+    let seen = seen.iter().map(|s| s.lock().unwrap().clone()).collect();
+    (
+        seen,
+        violations.load(Ordering::Relaxed),
+        oversized.load(Ordering::Relaxed),
+    )
+}
+
+fn keeps(case: &FanOut, i: usize, seq: u64) -> bool {
+    !case.selective || seq % (i as u64 + 1) == 0
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 100, ..ProptestConfig::default() })]
+
+    #[test]
+    fn broadcast_every_consumer_sees_every_selected_event_once_in_order(case in fan_out()) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let expected: Vec<u64> = (0..case.consumers.len())
+            .map(|i| (0..case.total).filter(|&s| keeps(&case, i, s)).count() as u64)
+            .collect();
+        let selective = case.selective;
+        let (seen, violations, oversized) = rt.block_on(run_fan_out(
+            &case,
+            BroadcastDispatcher::new(),
+            |i, opts| if selective { opts.selector(move |e: &Ev| e.1 % (i as u64 + 1) == 0) } else { opts },
+            &expected,
+        ));
+        for (i, got) in seen.iter().enumerate() {
+            let want: Vec<Ev> = (0..case.total).filter(|&s| keeps(&case, i, s)).map(|s| (0, s)).collect();
+            prop_assert_eq!(got, &want, "consumer {} sees its selected events once, in order", i);
+        }
+        prop_assert_eq!(violations, 0, "a producer sent beyond a subscription's credit");
+        prop_assert_eq!(oversized, 0, "a batch exceeded max_demand - min_demand");
+    }
+
+    #[test]
+    fn partition_every_event_reaches_exactly_its_partitions_consumer_once(case in fan_out()) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let n = case.consumers.len();
+        let expected: Vec<u64> =
+            (0..n).map(|i| (0..case.total).filter(|s| *s as usize % n == i).count() as u64).collect();
+        let dispatcher = PartitionDispatcher::with_hash(n, move |e: &Ev| Some(e.1 as usize % n)).unwrap();
+        let (seen, violations, oversized) =
+            rt.block_on(run_fan_out(&case, dispatcher, |i, opts| opts.partition(i), &expected));
+        for (i, got) in seen.iter().enumerate() {
+            let want: Vec<Ev> = (0..case.total).filter(|s| *s as usize % n == i).map(|s| (0, s)).collect();
+            prop_assert_eq!(got, &want, "partition {} gets exactly its events once, in order", i);
+        }
+        prop_assert_eq!(violations, 0, "a producer sent beyond a subscription's credit");
+        prop_assert_eq!(oversized, 0, "a batch exceeded max_demand - min_demand");
+    }
 }

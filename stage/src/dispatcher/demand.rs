@@ -88,8 +88,9 @@ impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher<T> {
     fn subscribe(
         &mut self,
         id: SubscriptionId,
-        _: &SubscribeOptions,
+        opts: &SubscribeOptions,
     ) -> Result<usize, SubscribeError> {
+        super::refuse_foreign_options(opts, "DemandDispatcher", false, false)?;
         self.consumers.push((0, id));
         Ok(0)
     }

@@ -9,12 +9,18 @@
 //! | dispatcher | who gets an event | upstream demand |
 //! |---|---|---|
 //! | [`DemandDispatcher`] (default) | the consumer with the most outstanding demand | the sum of the asks |
+//! | [`BroadcastDispatcher`] | every consumer (that its selector keeps) | the least any consumer asked |
+//! | [`PartitionDispatcher`] | the consumer of the event's partition | the sum of the asks |
 
+mod broadcast;
 mod demand;
+mod partition;
 
+pub use broadcast::BroadcastDispatcher;
 pub use demand::DemandDispatcher;
+pub use partition::PartitionDispatcher;
 
-use crate::error::SubscribeError;
+use crate::error::{OptionError, SubscribeError};
 use crate::options::{SubscribeOptions, SubscriptionId};
 
 /// Routes a producer's events to its consumers according to their demand.
@@ -48,4 +54,60 @@ pub trait Dispatcher<T>: Send + 'static {
 
     /// The outstanding demand of each consumer, for [`Counters`](crate::Counters).
     fn demands(&self) -> Vec<(SubscriptionId, usize)>;
+
+    /// Sends events the dispatcher holds itself as far as demand now allows. Called after
+    /// every ask. The default holds nothing.
+    fn flush(&mut self, send: &mut dyn FnMut(SubscriptionId, Vec<T>)) {
+        let _ = send;
+    }
+
+    /// Upstream demand that arose while dispatching (a broadcast selector giving credit back),
+    /// taken once.
+    fn take_demand(&mut self) -> usize {
+        0
+    }
+
+    /// Events the dispatcher holds itself (partition queues), for [`Counters`](crate::Counters).
+    fn queued(&self) -> usize {
+        0
+    }
+
+    /// Events the dispatcher has dropped (by the user's hash, or from a full partition queue).
+    fn dropped(&self) -> u64 {
+        0
+    }
+
+    /// An info message is due. Return `true` to hold it until the events the dispatcher holds
+    /// now have gone out; [`released`](Dispatcher::released) then gives its `token` back.
+    /// Held infos are released in the order they were held. The default holds nothing.
+    fn hold(&mut self, token: u64) -> bool {
+        let _ = token;
+        false
+    }
+
+    /// The tokens of held infos that may now be delivered, in order.
+    fn released(&mut self) -> Vec<u64> {
+        Vec::new()
+    }
+}
+
+/// Refuses options meant for another dispatcher.
+pub(crate) fn refuse_foreign_options(
+    opts: &SubscribeOptions,
+    dispatcher: &str,
+    partition: bool,
+    selector: bool,
+) -> Result<(), SubscribeError> {
+    if !partition {
+        if let Some(p) = opts.partition_index() {
+            let rule =
+                format!("is only for a PartitionDispatcher, this producer has a {dispatcher}");
+            return Err(OptionError::new("partition", rule, p).into());
+        }
+    }
+    if !selector && opts.has_selector() {
+        let rule = format!("is only for a BroadcastDispatcher, this producer has a {dispatcher}");
+        return Err(OptionError::new("selector", rule, "a selector").into());
+    }
+    Ok(())
 }
