@@ -1,1 +1,223 @@
-//! Shared helpers for the benchmarks in `benches/`.
+//! Shared payload for the benchmarks in `benches/`: the stages of the pipelines under test and
+//! the hand-written `tokio::sync::mpsc` baselines they are compared with.
+//!
+//! Every pipeline moves the numbers `0..total` from a producer to a consumer that sums them,
+//! optionally through a middle step that maps `x -> x + 1`, and returns the sum, which
+//! [`expected_sum`] predicts.
+
+use stage::{
+    Consumer, Context, Producer, ProducerConsumer, Reason, SubscribeOptions, SubscriptionId,
+};
+use tokio::sync::{mpsc, oneshot};
+
+/// How many events each benchmark run moves.
+pub const EVENTS: u64 = 10_000_000;
+
+/// The batch size of the baselines: 500, the batch size a stage consumer handles with the
+/// default demand (`max_demand` 1000, `min_demand` 500).
+pub const BATCH: usize = 500;
+
+/// How many batches a baseline channel holds: 2 batches of [`BATCH`] are 1000 events in
+/// flight per edge, the default `max_demand` of a stage subscription.
+pub const CHANNEL_BATCHES: usize = 2;
+
+/// The sum a pipeline over `0..total` must return: `0 + 1 + ... + (total - 1)`, plus `total`
+/// when every event went through [`AddOne`].
+pub fn expected_sum(total: u64, mapped: bool) -> u64 {
+    let sum = total * total.saturating_sub(1) / 2;
+    if mapped { sum + total } else { sum }
+}
+
+/// A producer of the numbers `0..total`: each demand of `n` gets the next `n` numbers as one
+/// `Vec`, and the producer finishes once it has produced them all.
+#[derive(Debug)]
+pub struct Counter {
+    next: u64,
+    end: u64,
+}
+
+impl Counter {
+    /// Counts from 0 up to (not including) `total`.
+    pub fn new(total: u64) -> Self {
+        Counter {
+            next: 0,
+            end: total,
+        }
+    }
+}
+
+impl Producer for Counter {
+    type Out = u64;
+    type Call = ();
+    type Reply = ();
+    type Msg = ();
+
+    async fn handle_demand(&mut self, demand: usize, ctx: &mut Context<u64>) -> Vec<u64> {
+        let start = self.next;
+        self.next = self.end.min(start.saturating_add(demand as u64));
+        if self.next == self.end {
+            ctx.finish();
+        }
+        (start..self.next).collect()
+    }
+}
+
+/// A consumer that sums its events and sends the sum when it terminates.
+#[derive(Debug)]
+pub struct Sum {
+    sum: u64,
+    batches: u64,
+    done: Option<oneshot::Sender<Summed>>,
+}
+
+/// What a [`Sum`] consumer reports when it terminates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Summed {
+    /// The sum of the events received.
+    pub sum: u64,
+    /// How many times `handle_events` ran.
+    pub batches: u64,
+}
+
+impl Sum {
+    /// A summing consumer and the receiver of its result.
+    pub fn new() -> (Self, oneshot::Receiver<Summed>) {
+        let (tx, rx) = oneshot::channel();
+        let sum = Sum {
+            sum: 0,
+            batches: 0,
+            done: Some(tx),
+        };
+        (sum, rx)
+    }
+}
+
+impl Consumer for Sum {
+    type In = u64;
+    type Call = ();
+    type Reply = ();
+    type Msg = ();
+
+    async fn handle_events(&mut self, events: Vec<u64>, _: SubscriptionId, _: &mut Context) {
+        self.sum += events.iter().sum::<u64>();
+        self.batches += 1;
+    }
+
+    async fn terminate(&mut self, _: &Reason) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(Summed {
+                sum: self.sum,
+                batches: self.batches,
+            });
+        }
+    }
+}
+
+/// A producer-consumer that maps every event `x` to `x + 1`.
+#[derive(Debug, Default)]
+pub struct AddOne;
+
+impl ProducerConsumer for AddOne {
+    type In = u64;
+    type Out = u64;
+    type Call = ();
+    type Reply = ();
+    type Msg = ();
+
+    async fn handle_events(
+        &mut self,
+        events: Vec<u64>,
+        _: SubscriptionId,
+        _: &mut Context<u64>,
+    ) -> Vec<u64> {
+        add_one(events)
+    }
+}
+
+/// Maps a batch `x -> x + 1` in place (the same code for [`AddOne`] and the baseline).
+pub fn add_one(mut events: Vec<u64>) -> Vec<u64> {
+    for x in &mut events {
+        *x += 1;
+    }
+    events
+}
+
+/// Runs `Counter(total) -> Sum` (or `Counter(total) -> AddOne -> Sum` when `mapped`) as stages,
+/// every subscription with `opts`, on the current runtime. Returns once the consumer has
+/// stopped (the producer finishes and its permanent consumers stop with it).
+///
+/// # Panics
+///
+/// Outside a tokio runtime, or if the consumer stops abnormally.
+pub async fn run_stages(total: u64, mapped: bool, opts: SubscribeOptions) -> Summed {
+    let counter = stage::producer(Counter::new(total))
+        .start()
+        .expect("start counter");
+    let (sum, done) = Sum::new();
+    let consumer = if mapped {
+        let add_one = stage::producer_consumer(AddOne)
+            .subscribe_to(&counter, opts.clone())
+            .start()
+            .expect("start add_one");
+        stage::consumer(sum).subscribe_to(&add_one, opts).start()
+    } else {
+        stage::consumer(sum).subscribe_to(&counter, opts).start()
+    }
+    .expect("start sum");
+    assert_eq!(consumer.join().await, Reason::Normal);
+    done.await.expect("the consumer reports its sum")
+}
+
+/// The hand-written baseline of [`run_stages`]: a producer task sending `Vec<u64>` batches of
+/// `batch` numbers over a bounded `mpsc` channel of `capacity` batches to a summing task
+/// (through a mapping task and a second such channel when `mapped`), on the current runtime.
+///
+/// # Panics
+///
+/// Outside a tokio runtime, or if a task panics.
+pub async fn run_baseline(total: u64, mapped: bool, batch: usize, capacity: usize) -> Summed {
+    let (tx, mut rx) = mpsc::channel::<Vec<u64>>(capacity);
+    tokio::spawn(async move {
+        let mut next = 0;
+        while next < total {
+            let end = total.min(next + batch as u64);
+            if tx.send((next..end).collect()).await.is_err() {
+                return;
+            }
+            next = end;
+        }
+    });
+    if mapped {
+        let (mapped_tx, mapped_rx) = mpsc::channel::<Vec<u64>>(capacity);
+        tokio::spawn(async move {
+            while let Some(events) = rx.recv().await {
+                if mapped_tx.send(add_one(events)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        rx = mapped_rx;
+    }
+    let consumer = tokio::spawn(async move {
+        let mut summed = Summed { sum: 0, batches: 0 };
+        while let Some(events) = rx.recv().await {
+            summed.sum += events.iter().sum::<u64>();
+            summed.batches += 1;
+        }
+        summed
+    });
+    consumer.await.expect("the baseline consumer panicked")
+}
+
+/// A tokio multi-thread runtime with 2 worker threads, the runtime every benchmark uses.
+///
+/// # Panics
+///
+/// If the runtime cannot be built.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("build the tokio runtime")
+}

@@ -68,8 +68,9 @@ impl<O> Context<O> {
     }
 
     /// Marks a producer as finished: it stops with [`Reason::Normal`] once every event it
-    /// emitted has been dispatched (its buffer is empty). A finite source calls this when it
-    /// runs dry.
+    /// emitted has been dispatched (its buffer is empty), or at once if all its consumers have
+    /// left. One that has never had a consumer waits for the first. A finite source calls this
+    /// when it runs dry.
     pub fn finish(&mut self) {
         self.finish = true;
     }

@@ -1,9 +1,12 @@
 //! Consumer-side demand accounting for automatic subscriptions (GenStage §2.2). Pure.
+//!
+//! Public for stages that count demand themselves in manual mode (such as consumers of
+//! [`Packet`](crate::Packet)s), so that they batch and refill exactly as automatic ones do.
 
 /// The credit of one automatic subscription: how many events the consumer has asked for and
 /// not yet received, and the limits it refills between.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Demand {
+pub struct Demand {
     credit: usize,
     min: usize,
     max: usize,
@@ -11,19 +14,26 @@ pub(crate) struct Demand {
 
 /// The plan for one batch of an incoming message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Batch {
+pub struct Batch {
     /// How many events the batch holds.
-    pub(crate) len: usize,
+    pub len: usize,
     /// How many events to ask for once the batch has been handled (0: none).
-    pub(crate) ask: usize,
+    pub ask: usize,
     /// How many of the batch's events were beyond the credit the consumer had asked for.
-    pub(crate) excess: usize,
+    pub excess: usize,
 }
 
 impl Demand {
     /// A new subscription that has just asked for `max`.
-    pub(crate) fn new(max: usize, min: usize) -> Self {
-        debug_assert!(max >= 1 && min < max);
+    ///
+    /// # Panics
+    ///
+    /// Unless `1 <= max` and `min < max` (see [`SubscribeOptions::limits`](crate::SubscribeOptions::limits)).
+    pub fn new(max: usize, min: usize) -> Self {
+        assert!(
+            max >= 1 && min < max,
+            "demand limits must satisfy 1 <= max and min < max"
+        );
         Demand {
             credit: max,
             min,
@@ -32,12 +42,12 @@ impl Demand {
     }
 
     /// The most events one batch may hold: `max - min`.
-    pub(crate) fn batch_size(&self) -> usize {
+    pub fn batch_size(&self) -> usize {
         self.max - self.min
     }
 
     /// Events asked for and not yet received.
-    pub(crate) fn credit(&self) -> usize {
+    pub fn credit(&self) -> usize {
         self.credit
     }
 
@@ -45,7 +55,7 @@ impl Demand {
     ///
     /// The cut is fixed from the start of the message; the excess check uses the credit at the
     /// message's arrival, which never refills within the message.
-    pub(crate) fn message(&self, len: usize) -> Message {
+    pub fn message(&self, len: usize) -> Message {
         Message {
             left: len,
             old: self.credit,
@@ -53,7 +63,7 @@ impl Demand {
     }
 
     /// The next batch of `message`, with the ask to send once it has been handled.
-    pub(crate) fn next_batch(&mut self, message: &mut Message) -> Option<Batch> {
+    pub fn next_batch(&mut self, message: &mut Message) -> Option<Batch> {
         if message.left == 0 {
             return None;
         }
@@ -85,7 +95,7 @@ impl Demand {
 
 /// Where the cutting of one incoming message stands.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Message {
+pub struct Message {
     left: usize,
     old: usize,
 }

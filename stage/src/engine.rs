@@ -68,6 +68,7 @@ pub(crate) struct Engine<S, K: Kind<S>> {
     producers: HashMap<SubscriptionId, Upstream<K::In>>,
     inbox: VecDeque<Inbound<K::In, K::Msg>>,
     consumers: HashMap<SubscriptionId, Box<dyn Downstream<K::Out>>>,
+    had_consumers: bool,
     dispatcher: Box<dyn Dispatcher<K::Out>>,
     buffer: Buffer<K::Out, K::Msg>,
     mode: DemandMode,
@@ -103,6 +104,7 @@ pub(crate) fn spawn<S: Send + 'static, K: Kind<S>>(
         producers: HashMap::new(),
         inbox: VecDeque::new(),
         consumers: HashMap::new(),
+        had_consumers: false,
         dispatcher: setup.dispatcher,
         buffer: setup.buffer,
         mode: setup.mode,
@@ -194,7 +196,10 @@ impl<S: Send + 'static, K: Kind<S>> Engine<S, K> {
                 && self.log.is_empty()
                 && self.inbox.is_empty()
                 && self.dispatcher.queued() == 0;
-            if drained || self.consumers.is_empty() {
+            // A stage that never had a consumer waits for one, so that its end (and anything it
+            // holds) reaches somebody; one that had consumers and lost them all has nobody
+            // left to finish for.
+            if self.had_consumers && (drained || self.consumers.is_empty()) {
                 self.stop = self.finishing.take();
             }
         }
@@ -551,6 +556,7 @@ impl<S: Send + 'static, K: Kind<S>> Engine<S, K> {
             }
         };
         self.consumers.insert(id, sink);
+        self.had_consumers = true;
         if let Some(ack) = ack {
             let _ = ack.send(Ok(id));
         }

@@ -67,11 +67,8 @@ pub struct OptionError {
 }
 
 impl OptionError {
-    pub(crate) fn new(
-        option: &'static str,
-        rule: impl Into<String>,
-        value: impl fmt::Debug,
-    ) -> Self {
+    /// An error for `option`, which breaks `rule` with `value`.
+    pub fn new(option: &'static str, rule: impl Into<String>, value: impl fmt::Debug) -> Self {
         OptionError {
             option,
             rule: rule.into(),

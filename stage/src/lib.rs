@@ -95,7 +95,7 @@
 mod buffer;
 mod consumer;
 mod context;
-mod demand;
+pub mod demand;
 mod dispatcher;
 mod engine;
 mod error;
@@ -103,6 +103,7 @@ mod handle;
 mod kind;
 mod mailbox;
 mod options;
+mod packet;
 mod producer;
 mod producer_consumer;
 mod start;
@@ -120,11 +121,13 @@ pub use options::{
     BufferSize, CancelMode, DEFAULT_BUFFER_SIZE, DEFAULT_MAX_DEMAND, DemandMode, Keep, Selector,
     SubscribeOptions, SubscriptionId, SubscriptionMode,
 };
+pub use packet::Packet;
 pub use producer::Producer;
 pub use producer_consumer::ProducerConsumer;
 pub use start::{Builder, consumer, producer, producer_consumer};
 pub use stream::{
-    ConsumerStream, Feed, IterProducer, StreamProducer, from_iter, from_stream, stream,
+    ConsumerStream, Feed, IterProducer, StreamProducer, from_iter, from_stream, from_stream_with,
+    stream,
 };
 pub use supervisor::{
     ChildId, ChildState, Children, ConsumerSupervisor, Restart, StartChildError, SupervisorHandle,

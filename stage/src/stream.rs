@@ -147,11 +147,28 @@ where
     St: Stream + Send + 'static,
     St::Item: Send + 'static,
 {
+    from_stream_with(stream, crate::DemandDispatcher::new())
+}
+
+/// Like [`from_stream`], with the producer's dispatcher.
+///
+/// # Errors
+///
+/// [`StartError::NoRuntime`] outside a tokio runtime.
+pub fn from_stream_with<St>(
+    stream: St,
+    dispatcher: impl crate::Dispatcher<St::Item>,
+) -> Result<ProducerHandle<StreamProducer<St::Item>>, StartError>
+where
+    St: Stream + Send + 'static,
+    St::Item: Send + 'static,
+{
     let (demand_tx, demand_rx) = mpsc::unbounded_channel();
     let handle = crate::producer(StreamProducer {
         demand: demand_tx,
         _items: std::marker::PhantomData,
     })
+    .dispatcher(dispatcher)
     .start()?;
     tokio::spawn(feed(stream, demand_rx, handle.clone()));
     Ok(handle)

@@ -111,3 +111,46 @@ pub(crate) fn refuse_foreign_options(
     }
     Ok(())
 }
+
+impl<T: Send + 'static> Dispatcher<T> for Box<dyn Dispatcher<T>> {
+    fn subscribe(
+        &mut self,
+        id: SubscriptionId,
+        opts: &SubscribeOptions,
+    ) -> Result<usize, SubscribeError> {
+        (**self).subscribe(id, opts)
+    }
+    fn cancel(&mut self, id: SubscriptionId) -> usize {
+        (**self).cancel(id)
+    }
+    fn ask(&mut self, id: SubscriptionId, n: usize) -> usize {
+        (**self).ask(id, n)
+    }
+    fn demand(&self) -> usize {
+        (**self).demand()
+    }
+    fn dispatch(&mut self, events: Vec<T>, send: &mut dyn FnMut(SubscriptionId, Vec<T>)) -> Vec<T> {
+        (**self).dispatch(events, send)
+    }
+    fn demands(&self) -> Vec<(SubscriptionId, usize)> {
+        (**self).demands()
+    }
+    fn flush(&mut self, send: &mut dyn FnMut(SubscriptionId, Vec<T>)) {
+        (**self).flush(send)
+    }
+    fn take_demand(&mut self) -> usize {
+        (**self).take_demand()
+    }
+    fn queued(&self) -> usize {
+        (**self).queued()
+    }
+    fn dropped(&self) -> u64 {
+        (**self).dropped()
+    }
+    fn hold(&mut self, token: u64) -> bool {
+        (**self).hold(token)
+    }
+    fn released(&mut self) -> Vec<u64> {
+        (**self).released()
+    }
+}

@@ -1,0 +1,78 @@
+//! Parallel, back-pressured collections and streams over [`stage`]: Elixir's Flow for Rust.
+//!
+//! ```
+//! use flow::{Flow, Partition};
+//! use std::collections::HashMap;
+//!
+//! let text = ["the quick brown fox", "jumps over the lazy dog", "the end"];
+//!
+//! // Sequentially: text.iter().flat_map(words).fold(HashMap, count).
+//! // As a flow: split in parallel, route each word to one stage, count there.
+//! let counts = Flow::from_iter(text)
+//!     .flat_map(|line| line.split_whitespace().collect::<Vec<_>>())
+//!     .partition(Partition::by_key(|w: &&str| *w))
+//!     .reduce(HashMap::new, |acc, w| *acc.entry(w).or_insert(0) += 1)
+//!     .emit_events()
+//!     .collect_blocking()
+//!     .unwrap();
+//! assert!(counts.contains(&("the", 3)));
+//! assert_eq!(counts.len(), 9);
+//! ```
+//!
+//! # Layers
+//!
+//! A [`Flow`] is a lazy description. It runs as layers of identical stages (by default one per
+//! core) built on [`stage`]'s producers and producer-consumers, so every hop has GenStage's
+//! demand-driven back-pressure: no stage ever holds more than it asked for. Sources
+//! ([`Flow::from_iter`], [`Flow::from_stream`], [`Flow::from_stages`]) start the first layer;
+//! [`Flow::partition`], [`Flow::shuffle`] and [`Flow::departition`] start new ones. The mappers
+//! written in a layer (`map`, `filter`, `flat_map`, ...) are fused: each stage applies them to a
+//! whole batch at a time, in one pass.
+//!
+//! # Partitioning
+//!
+//! Stages receive events in no particular order. To aggregate by key, route events so that
+//! equal keys meet in one stage with [`Partition::by_key`]; results are then exact per key.
+//!
+//! # Reducing
+//!
+//! [`Flow::reduce`] (and [`group_by`](Flow::group_by), [`emit_and_reduce`](Flow::emit_and_reduce))
+//! folds each stage's events into an accumulator. What it emits is chosen on the returned
+//! [`Reduced`] with [`emit_events`](Reduced::emit_events), [`emit_state`](Reduced::emit_state),
+//! [`emit_nothing`](Reduced::emit_nothing) or [`on_trigger`](Reduced::on_trigger), called when a
+//! [`Trigger`] fires: for now the global window's `Done`, when the stage's inputs are finished.
+//! A mapper or a second reduce on a `Reduced` does not compile; [`Flow::departition`] and
+//! [`Flow::take_sort`] combine the stages' results into one.
+//!
+//! # Running
+//!
+//! [`Flow::collect`], [`Flow::run`], [`Flow::into_stream`] and [`Flow::spawn`] run on the
+//! current tokio runtime; [`Flow::collect_blocking`] and [`Flow::run_blocking`] make one.
+//! [`Flow::into_stages`] and [`Flow::through_stages`] connect running stages. A panic in any
+//! closure fails the flow with [`ErrorKind::Failed`], and the finisher returns it.
+//!
+//! # Differences from Flow
+//!
+//! - Misuse is a compile error where the types allow (`map` after `reduce`), an [`Error`]
+//!   when the flow starts otherwise, never a crash.
+//! - `group_by` keeps values in arrival order (Elixir prepends, so its lists are newest first).
+//! - A trigger's whole output reaches `departition` as one unit (Flow's rule DP5 bug).
+#![forbid(unsafe_code)]
+#![doc(test(attr(deny(warnings))))]
+
+mod error;
+mod flow;
+mod logic;
+mod partition;
+mod reduce;
+mod run;
+mod source;
+mod stage;
+mod trigger;
+
+pub use crate::error::{Error, ErrorKind};
+pub use crate::flow::{Flow, default_stages};
+pub use crate::partition::Partition;
+pub use crate::reduce::{EmitReduced, Reduced};
+pub use crate::run::{FlowHandle, FlowStream};
+pub use crate::trigger::{Trigger, TriggerName, Window};

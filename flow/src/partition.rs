@@ -1,0 +1,89 @@
+//! How `Flow::partition` routes events.
+
+use std::fmt;
+use std::hash::Hash;
+use std::sync::Arc;
+
+/// Routes the events of a flow to the stages of its next layer (Flow's `partition` options).
+///
+/// Events with equal keys always reach the same stage. The hash is the same in every run.
+///
+/// # Examples
+///
+/// ```
+/// use flow::Partition;
+///
+/// let by_len = Partition::by_key(|w: &String| w.len()).stages(4).max_demand(500);
+/// # let _ = by_len;
+/// ```
+pub struct Partition<T> {
+    pub(crate) hash: Arc<dyn Fn(&T) -> usize + Send + Sync>,
+    pub(crate) stages: Option<usize>,
+    pub(crate) max_demand: Option<usize>,
+    pub(crate) min_demand: Option<usize>,
+}
+
+impl<T> fmt::Debug for Partition<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Partition")
+            .field("stages", &self.stages)
+            .field("max_demand", &self.max_demand)
+            .field("min_demand", &self.min_demand)
+            .finish_non_exhaustive()
+    }
+}
+
+fn seeded() -> ahash::RandomState {
+    ahash::RandomState::with_seeds(0x0f10, 0x3a7e, 0x9b21, 0x44c5)
+}
+
+impl<T: Hash> Partition<T> {
+    /// Routes by a hash of the whole event.
+    pub fn new() -> Self {
+        let state = seeded();
+        Partition::by_hash(move |e: &T| state.hash_one(e) as usize)
+    }
+}
+
+impl<T: Hash> Default for Partition<T> {
+    fn default() -> Self {
+        Partition::new()
+    }
+}
+
+impl<T> Partition<T> {
+    /// Routes by a hash of `key_fn(event)`.
+    pub fn by_key<K: Hash>(key_fn: impl Fn(&T) -> K + Send + Sync + 'static) -> Self {
+        let state = seeded();
+        Partition::by_hash(move |e: &T| state.hash_one(key_fn(e)) as usize)
+    }
+
+    /// Routes event `e` to stage `hash_fn(e) % stages`.
+    pub fn by_hash(hash_fn: impl Fn(&T) -> usize + Send + Sync + 'static) -> Self {
+        Partition {
+            hash: Arc::new(hash_fn),
+            stages: None,
+            max_demand: None,
+            min_demand: None,
+        }
+    }
+
+    /// How many stages the new layer runs (default: the number of cores). With 1 there is no
+    /// hashing at all.
+    pub fn stages(mut self, stages: usize) -> Self {
+        self.stages = Some(stages);
+        self
+    }
+
+    /// The new layer's `max_demand` (default 1000).
+    pub fn max_demand(mut self, max: usize) -> Self {
+        self.max_demand = Some(max);
+        self
+    }
+
+    /// The new layer's `min_demand` (default `max_demand / 2`).
+    pub fn min_demand(mut self, min: usize) -> Self {
+        self.min_demand = Some(min);
+        self
+    }
+}

@@ -1,0 +1,229 @@
+//! Finishers: what starts a flow and reads its results.
+
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures::Stream;
+use stage::{
+    AsProducer, CancelMode, ConsumerStream, Emits, Kind, ProducerRef, Receives, StageHandle,
+    SubscribeOptions,
+};
+
+use crate::error::{Error, ErrorKind};
+use crate::flow::{Dispatch, Flow};
+
+impl<T: Send + 'static> Flow<T> {
+    /// Starts the flow and returns its results as a stream (GenStage's `stream`).
+    ///
+    /// The stream asks for more only as it is polled. Dropping it early stops the flow. Once it
+    /// ends, [`FlowStream::result`] tells whether the flow finished or failed.
+    ///
+    /// # Errors
+    ///
+    /// An invalid option, or no tokio runtime.
+    pub fn into_stream(self) -> Result<FlowStream<T>, Error> {
+        let producers = self.into_producers()?;
+        let subs = producers
+            .iter()
+            .map(|p| (p, SubscribeOptions::new().cancel(CancelMode::Transient)));
+        Ok(FlowStream {
+            inner: stage::stream(subs)?,
+        })
+    }
+
+    /// Starts the flow and returns the producers of its last layer, to subscribe anything to.
+    ///
+    /// # Errors
+    ///
+    /// An invalid option, or no tokio runtime.
+    pub fn into_producers(self) -> Result<Vec<ProducerRef<T>>, Error> {
+        let dispatch: Dispatch<T> =
+            std::sync::Arc::new(|| Box::new(stage::DemandDispatcher::new()));
+        self.start(dispatch)
+    }
+
+    /// Runs the flow and collects what it emits, in no particular order across stages.
+    ///
+    /// # Errors
+    ///
+    /// An invalid option, or [`ErrorKind::Failed`] when a stage fails (a closure panicked).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// let mut got = flow::Flow::from_iter(1..=3).map(|x| x + 1).collect().await.unwrap();
+    /// got.sort();
+    /// assert_eq!(got, [2, 3, 4]);
+    /// # }
+    /// ```
+    pub async fn collect(self) -> Result<Vec<T>, Error> {
+        let mut stream = self.into_stream()?;
+        let mut out = Vec::new();
+        while let Some(mut batch) = stream.inner.next_batch().await {
+            if out.is_empty() {
+                std::mem::swap(&mut out, &mut batch);
+            } else {
+                out.append(&mut batch);
+            }
+        }
+        stream.result()?;
+        Ok(out)
+    }
+
+    /// Runs the flow for its side effects.
+    ///
+    /// # Errors
+    ///
+    /// As [`collect`](Flow::collect).
+    pub async fn run(self) -> Result<(), Error> {
+        let mut stream = self.into_stream()?;
+        while stream.inner.next_batch().await.is_some() {}
+        stream.result()
+    }
+
+    /// [`collect`](Flow::collect) for plain `main` functions and tests: runs the flow on a new
+    /// multi-thread runtime and waits.
+    ///
+    /// # Errors
+    ///
+    /// As [`collect`](Flow::collect), and [`ErrorKind::BlockingInRuntime`] when called from
+    /// inside a tokio runtime.
+    pub fn collect_blocking(self) -> Result<Vec<T>, Error> {
+        block_on(self.collect())
+    }
+
+    /// [`run`](Flow::run), blocking.
+    ///
+    /// # Errors
+    ///
+    /// As [`collect_blocking`](Flow::collect_blocking).
+    pub fn run_blocking(self) -> Result<(), Error> {
+        block_on(self.run())
+    }
+
+    /// Starts the flow as a task; the handle joins it.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn spawn(self) -> FlowHandle {
+        FlowHandle(tokio::spawn(self.run()))
+    }
+
+    /// Starts the flow feeding running consumers (or producer-consumers), each subscribed to
+    /// every stage of the flow's last layer with `opts` (GenStage's `into_stages`).
+    ///
+    /// # Errors
+    ///
+    /// An invalid option, or a subscription that fails.
+    pub async fn into_stages<S, K>(
+        self,
+        consumers: &[StageHandle<S, K>],
+        opts: SubscribeOptions,
+    ) -> Result<(), Error>
+    where
+        S: Send + 'static,
+        K: Kind<S, In = T> + Receives,
+    {
+        let producers = self.into_producers()?;
+        for consumer in consumers {
+            for producer in &producers {
+                consumer
+                    .subscribe(producer, opts.clone())
+                    .await
+                    .map_err(|e| Error::misuse(format!("into_stages: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Pipes the flow through running producer-consumers and continues from what they emit
+    /// (GenStage's `through_stages`).
+    ///
+    /// # Errors
+    ///
+    /// As [`into_stages`](Flow::into_stages).
+    pub async fn through_stages<S, K, R>(
+        self,
+        stages: &[StageHandle<S, K>],
+        opts: SubscribeOptions,
+    ) -> Result<Flow<R>, Error>
+    where
+        S: Send + 'static,
+        R: Send + 'static,
+        K: Kind<S, In = T, Out = R> + Receives + Emits,
+    {
+        self.into_stages(stages, opts).await?;
+        Ok(Flow::from_stages(stages.iter().map(|s| s.as_producer())))
+    }
+}
+
+fn block_on<R>(future: impl std::future::Future<Output = Result<R, Error>>) -> Result<R, Error> {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return Err(ErrorKind::BlockingInRuntime.into());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ErrorKind::Runtime(e.to_string()))?;
+    runtime.block_on(future)
+}
+
+/// The results of a running flow, as a `Stream`. Made by [`Flow::into_stream`].
+pub struct FlowStream<T: Send + 'static> {
+    inner: ConsumerStream<T>,
+}
+
+impl<T: Send + 'static> FlowStream<T> {
+    /// Once the stream has ended: whether the flow finished or failed.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Failed`] with the failing stage's reason.
+    pub fn result(&self) -> Result<(), Error> {
+        match self.inner.exit_reason() {
+            Some(reason) if !reason.is_normal() => Err(ErrorKind::Failed(reason).into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// The next whole batch of results.
+    pub async fn next_batch(&mut self) -> Option<Vec<T>> {
+        self.inner.next_batch().await
+    }
+}
+
+impl<T: Send + 'static> fmt::Debug for FlowStream<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FlowStream").finish_non_exhaustive()
+    }
+}
+
+impl<T: Send + 'static> Stream for FlowStream<T> {
+    type Item = T;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        Pin::new(&mut self.get_mut().inner).poll_next(cx)
+    }
+}
+
+/// A flow running as a task. Made by [`Flow::spawn`].
+#[derive(Debug)]
+pub struct FlowHandle(tokio::task::JoinHandle<Result<(), Error>>);
+
+impl FlowHandle {
+    /// Waits for the flow to finish.
+    ///
+    /// # Errors
+    ///
+    /// As [`Flow::run`]; [`ErrorKind::Failed`] if the task itself panicked or was cancelled.
+    pub async fn join(self) -> Result<(), Error> {
+        match self.0.await {
+            Ok(result) => result,
+            Err(e) => Err(ErrorKind::Failed(stage::Reason::error(e.to_string())).into()),
+        }
+    }
+}
