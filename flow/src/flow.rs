@@ -16,6 +16,7 @@ use crate::partition::Partition;
 use crate::reduce::Reduced;
 use crate::source::IterSource;
 use crate::stage::{Control, FlowStage};
+use crate::window::Window;
 
 /// Makes the dispatcher of each stage that feeds the next layer.
 pub(crate) type Dispatch<T> = Arc<dyn Fn() -> Box<dyn Dispatcher<T>> + Send + Sync>;
@@ -78,6 +79,7 @@ pub(crate) struct Options {
     pub(crate) stages: usize,
     pub(crate) max_demand: usize,
     pub(crate) min_demand: Option<usize>,
+    pub(crate) every: Option<usize>,
 }
 
 impl Default for Options {
@@ -86,6 +88,7 @@ impl Default for Options {
             stages: default_stages(),
             max_demand: stage::DEFAULT_MAX_DEMAND,
             min_demand: None,
+            every: None,
         }
     }
 }
@@ -99,6 +102,9 @@ impl Options {
     fn limits(&self) -> Result<(usize, usize), Error> {
         if self.stages == 0 {
             return Err(OptionError::new("stages", "must be at least 1", 0).into());
+        }
+        if self.every == Some(0) {
+            return Err(OptionError::new("trigger_every", "must be at least 1", 0).into());
         }
         let mut opts = SubscribeOptions::new().max_demand(self.max_demand);
         if let Some(min) = self.min_demand {
@@ -293,6 +299,29 @@ impl<T: Send + 'static> Flow<T> {
     pub fn min_demand(mut self, min: usize) -> Self {
         if let Some(o) = self.options_mut() {
             o.min_demand = Some(min);
+        }
+        self
+    }
+
+    /// The window of the current layer's reducer (default: [`Window::global`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flow::{Flow, Window};
+    ///
+    /// let snapshots = Flow::from_iter(1..=4)
+    ///     .stages(1)
+    ///     .window(Window::global().trigger_every(2))
+    ///     .reduce(|| 0, |sum, x| *sum += x)
+    ///     .emit_state()
+    ///     .collect_blocking()
+    ///     .unwrap();
+    /// assert_eq!(snapshots, [3, 10, 10]);
+    /// ```
+    pub fn window(mut self, window: Window) -> Self {
+        if let Some(o) = self.options_mut() {
+            o.every = window.every;
         }
         self
     }
@@ -590,6 +619,7 @@ impl<T: Send + 'static> Flow<T> {
             stages,
             max_demand: partition.max_demand.unwrap_or(defaults.max_demand),
             min_demand: partition.min_demand,
+            every: None,
         };
         let hash = partition.hash;
         let dispatch: Dispatch<T> = if stages <= 1 {
@@ -895,9 +925,10 @@ impl<T: Send + 'static> Layer<T> {
         for index in 0..count {
             let pos = Position { index, count };
             let logic: Box<dyn Logic<T>> = (self.logic)(pos);
-            let mut builder = stage::producer_consumer(FlowStage::new(pos, max, min, logic))
-                .name(format!("flow stage {index}/{count}"))
-                .dispatcher(dispatch());
+            let mut builder =
+                stage::producer_consumer(FlowStage::new(pos, max, min, self.options.every, logic))
+                    .name(format!("flow stage {index}/{count}"))
+                    .dispatcher(dispatch());
             for input in &inputs {
                 let mut opts = SubscribeOptions::new()
                     .max_demand(max)

@@ -69,10 +69,12 @@ mod run;
 mod source;
 mod stage;
 mod trigger;
+mod window;
 
 pub use crate::error::{Error, ErrorKind};
 pub use crate::flow::{Flow, default_stages};
 pub use crate::partition::Partition;
 pub use crate::reduce::{EmitReduced, Reduced};
 pub use crate::run::{FlowHandle, FlowStream};
-pub use crate::trigger::{Trigger, TriggerName, Window};
+pub use crate::trigger::{Trigger, TriggerName, WindowKind};
+pub use crate::window::Window;

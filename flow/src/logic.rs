@@ -289,7 +289,7 @@ impl<T: Send + 'static> Logic<Tagged<T>> for Tag<T> {
         // A trigger's whole output is one unit, even when empty (upstream bug DP5 avoided).
         vec![Tagged {
             partition: self.partition,
-            window: trigger.window.id(),
+            window: trigger.window,
             done: trigger.is_done(),
             items: self.inner.trigger(trigger),
         }]

@@ -9,7 +9,7 @@ use stage::{
 };
 
 use crate::logic::{Logic, Position};
-use crate::trigger::{Trigger, TriggerName, Window};
+use crate::trigger::{Trigger, TriggerName, WindowKind};
 
 /// What a flow tells its stages.
 #[derive(Debug)]
@@ -24,6 +24,10 @@ pub(crate) struct FlowStage<O> {
     pos: Position,
     max: usize,
     min: usize,
+    /// Fire an `Every(n)` trigger each `n` input events.
+    every: Option<usize>,
+    /// Input events since the last `Every` trigger.
+    since: usize,
     demands: HashMap<SubscriptionId, Demand>,
     consumers: usize,
     started: bool,
@@ -32,11 +36,19 @@ pub(crate) struct FlowStage<O> {
 }
 
 impl<O: Send + 'static> FlowStage<O> {
-    pub(crate) fn new(pos: Position, max: usize, min: usize, logic: Box<dyn Logic<O>>) -> Self {
+    pub(crate) fn new(
+        pos: Position,
+        max: usize,
+        min: usize,
+        every: Option<usize>,
+        logic: Box<dyn Logic<O>>,
+    ) -> Self {
         FlowStage {
             pos,
             max,
             min,
+            every,
+            since: 0,
             demands: HashMap::new(),
             consumers: 0,
             started: false,
@@ -50,23 +62,54 @@ impl<O: Send + 'static> FlowStage<O> {
             return;
         }
         self.finished = true;
-        let done = Trigger {
-            partition: self.pos.index,
-            partitions: self.pos.count,
-            window: Window::Global,
-            name: TriggerName::Done,
-        };
+        let done = self.trigger(TriggerName::Done);
         ctx.emit(self.logic.trigger(&done));
         ctx.finish();
+    }
+
+    fn trigger(&self, name: TriggerName) -> Trigger {
+        Trigger {
+            partition: self.pos.index,
+            partitions: self.pos.count,
+            kind: WindowKind::Global,
+            window: 0,
+            name,
+        }
+    }
+
+    /// Processes one batch, split where count triggers fire (Flow rule T1).
+    fn process(&mut self, mut batch: Packet, out: &mut Vec<O>) {
+        let Some(every) = self.every else {
+            append(out, self.logic.process(batch));
+            return;
+        };
+        loop {
+            let room = every - self.since;
+            if batch.len() < room {
+                self.since += batch.len();
+                append(out, self.logic.process(batch));
+                return;
+            }
+            let rest = batch.split_off(room);
+            append(out, self.logic.process(batch));
+            self.since = 0;
+            let trigger = self.trigger(TriggerName::Every(every));
+            append(out, self.logic.trigger(&trigger));
+            if rest.is_empty() {
+                return;
+            }
+            batch = rest;
+        }
     }
 
     /// Cuts one packet into batches of at most `max - min`, processing each and asking for
     /// what it used.
     fn cut(&mut self, packet: Packet, id: SubscriptionId, ctx: &mut Context<O>, out: &mut Vec<O>) {
-        let Some(demand) = self.demands.get_mut(&id) else {
-            append(out, self.logic.process(packet));
+        let Some(&demand) = self.demands.get(&id) else {
+            self.process(packet, out);
             return;
         };
+        let mut demand = demand;
         let mut message = demand.message(packet.len());
         let mut rest = Some(packet);
         while let Some(batch) = demand.next_batch(&mut message) {
@@ -76,8 +119,11 @@ impl<O: Send + 'static> FlowStage<O> {
             if batch.len < chunk.len() {
                 rest = Some(chunk.split_off(batch.len));
             }
-            append(out, self.logic.process(chunk));
+            self.process(chunk, out);
             ctx.ask(id, batch.ask);
+        }
+        if let Some(d) = self.demands.get_mut(&id) {
+            *d = demand;
         }
     }
 }

@@ -7,35 +7,31 @@ pub struct Trigger {
     pub partition: usize,
     /// How many stages the layer has.
     pub partitions: usize,
-    /// The window the trigger fired for.
-    pub window: Window,
+    /// The kind of window the trigger fired for.
+    pub kind: WindowKind,
+    /// The window's id within its stage (0 for the global window).
+    pub window: u64,
     /// Which trigger fired.
     pub name: TriggerName,
 }
 
-/// The window a trigger fired for (Flow's `{type, window_id}`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// The kind of a window (Flow's window `type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum Window {
+pub enum WindowKind {
     /// The global window: one per stage, for the whole input.
     Global,
-}
-
-impl Window {
-    /// A number identifying the window within its stage, in firing order.
-    pub fn id(&self) -> u64 {
-        match self {
-            Window::Global => 0,
-        }
-    }
 }
 
 /// Which trigger fired (Flow's trigger name).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum TriggerName {
-    /// The window is complete: for the global window, every upstream has finished.
+    /// The window is complete: for the global window, every upstream has finished. The
+    /// window's last trigger.
     Done,
+    /// `n` more events entered the stage ([`Window::trigger_every`](crate::Window::trigger_every)).
+    Every(usize),
 }
 
 impl Trigger {
