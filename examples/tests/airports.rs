@@ -13,7 +13,8 @@ fn binary() -> PathBuf {
     if dir.ends_with("deps") {
         dir.pop();
     }
-    dir.join("examples").join(format!("airports{}", std::env::consts::EXE_SUFFIX))
+    dir.join("examples")
+        .join(format!("airports{}", std::env::consts::EXE_SUFFIX))
 }
 
 fn manifest() -> &'static Path {
@@ -71,7 +72,10 @@ fn the_real_file_gives_the_known_figures() {
         stdout(&out),
         "US 25116\nBR 7540\nJP 3328\nopen airports: 71964\ncountries: 247\nclosed airports: 13045\nmalformed rows: 0\n"
     );
-    let out = run(&["--csv", real.to_str().unwrap(), "--json", "--stages", "3"], manifest());
+    let out = run(
+        &["--csv", real.to_str().unwrap(), "--json", "--stages", "3"],
+        manifest(),
+    );
     let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(json["open_airports"], 71964);
     assert_eq!(json["countries"], 247);
@@ -89,9 +93,22 @@ fn the_sample_gives_its_known_answer() {
 #[test]
 fn snapshots_print_each_partitions_running_counts() {
     let sample = manifest().join("../data/airports-sample.csv");
-    let out = run(&["--csv", sample.to_str().unwrap(), "--snapshots", "2", "--stages", "1"], manifest());
+    let out = run(
+        &[
+            "--csv",
+            sample.to_str().unwrap(),
+            "--snapshots",
+            "2",
+            "--stages",
+            "1",
+        ],
+        manifest(),
+    );
     let err = stderr(&out);
-    let snapshots: Vec<&str> = err.lines().filter(|l| l.starts_with("snapshot partition 0")).collect();
+    let snapshots: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("snapshot partition 0"))
+        .collect();
     // 11 open airports in one counting stage: a snapshot after every 2.
     assert_eq!(snapshots.len(), 5, "{err}");
     assert!(snapshots[4].contains("US 4"), "{snapshots:?}");
@@ -115,8 +132,14 @@ fn a_quoted_newline_is_one_field_and_malformed_rows_are_reported_by_line() {
         "DE 1\nFR 1\nopen airports: 2\ncountries: 2\nclosed airports: 1\nmalformed rows: 2\n"
     );
     let err = stderr(&out);
-    assert!(err.contains("malformed row at line 4: expected 10 fields, found 4"), "{err}");
-    assert!(err.contains("malformed row at line 6: id is not a number"), "{err}");
+    assert!(
+        err.contains("malformed row at line 4: expected 10 fields, found 4"),
+        "{err}"
+    );
+    assert!(
+        err.contains("malformed row at line 6: id is not a number"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -129,7 +152,8 @@ fn serve_once(status: &'static str, body: Vec<u8>, announce: usize) -> String {
         let (mut conn, _) = listener.accept().unwrap();
         let mut request = [0u8; 4096];
         let _ = conn.read(&mut request);
-        let head = format!("HTTP/1.1 {status}\r\nContent-Length: {announce}\r\nConnection: close\r\n\r\n");
+        let head =
+            format!("HTTP/1.1 {status}\r\nContent-Length: {announce}\r\nConnection: close\r\n\r\n");
         let _ = conn.write_all(head.as_bytes());
         let _ = conn.write_all(&body);
         let _ = conn.flush();
@@ -169,7 +193,10 @@ fn a_connection_dropped_mid_file_leaves_no_cache_and_falls_back_to_the_sample() 
     assert!(err.contains("could not download"), "{err}");
     assert!(err.contains("falling back to the offline sample"), "{err}");
     assert!(!dir.join("data/airports.csv").exists(), "no corrupt cache");
-    assert!(!dir.join("data/airports.csv.partial").exists(), "no partial file");
+    assert!(
+        !dir.join("data/airports.csv.partial").exists(),
+        "no partial file"
+    );
     assert_eq!(stdout(&out), SAMPLE_ANSWER);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -11,12 +11,12 @@ use stage::{
 };
 
 use crate::error::Error;
-use crate::logic::{Departition, Factory, Input, Logic, Position, Tag, Then, TopN, uniq_op};
+use crate::logic::{Departition, Factory, Input, Position, Tag, Then, TopN, uniq_op};
 use crate::partition::Partition;
 use crate::reduce::Reduced;
 use crate::source::IterSource;
 use crate::stage::{Control, FlowStage};
-use crate::window::Window;
+use crate::window::{StageWindow, Window};
 
 /// Makes the dispatcher of each stage that feeds the next layer.
 pub(crate) type Dispatch<T> = Arc<dyn Fn() -> Box<dyn Dispatcher<T>> + Send + Sync>;
@@ -74,12 +74,22 @@ pub(crate) struct Layer<T> {
 }
 
 /// Per-layer options.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone)]
 pub(crate) struct Options {
     pub(crate) stages: usize,
     pub(crate) max_demand: usize,
     pub(crate) min_demand: Option<usize>,
-    pub(crate) every: Option<usize>,
+    pub(crate) window: StageWindow,
+}
+
+impl fmt::Debug for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Options")
+            .field("stages", &self.stages)
+            .field("max_demand", &self.max_demand)
+            .field("min_demand", &self.min_demand)
+            .finish()
+    }
 }
 
 impl Default for Options {
@@ -88,7 +98,7 @@ impl Default for Options {
             stages: default_stages(),
             max_demand: stage::DEFAULT_MAX_DEMAND,
             min_demand: None,
-            every: None,
+            window: StageWindow::default(),
         }
     }
 }
@@ -103,8 +113,8 @@ impl Options {
         if self.stages == 0 {
             return Err(OptionError::new("stages", "must be at least 1", 0).into());
         }
-        if self.every == Some(0) {
-            return Err(OptionError::new("trigger_every", "must be at least 1", 0).into());
+        if let Some((option, rule)) = &self.window.invalid {
+            return Err(OptionError::new(option, rule.clone(), "the window given").into());
         }
         let mut opts = SubscribeOptions::new().max_demand(self.max_demand);
         if let Some(min) = self.min_demand {
@@ -303,7 +313,9 @@ impl<T: Send + 'static> Flow<T> {
         self
     }
 
-    /// The window of the current layer's reducer (default: [`Window::global`]).
+    /// The windows of the current layer's reducer (default: [`Window::global`]). A fixed
+    /// window must be set before the layer's operations (its `by` reads the layer's input);
+    /// otherwise the flow fails to start with an error.
     ///
     /// # Examples
     ///
@@ -319,11 +331,25 @@ impl<T: Send + 'static> Flow<T> {
     ///     .unwrap();
     /// assert_eq!(snapshots, [3, 10, 10]);
     /// ```
-    pub fn window(mut self, window: Window) -> Self {
-        if let Some(o) = self.options_mut() {
-            o.every = window.every;
+    pub fn window(self, window: Window<T>) -> Self {
+        let fixed = window.is_fixed();
+        let mut layer = match self.repr {
+            Ok(Repr::Source { start, mut options }) => {
+                options.window = window.erase();
+                return Flow {
+                    repr: Ok(Repr::Source { start, options }),
+                };
+            }
+            Ok(Repr::Layer(layer)) => layer,
+            Err(e) => return Flow::failed(e),
+        };
+        if fixed && layer.has_ops {
+            return Flow::failed(Error::misuse(
+                "a fixed window must be set before the layer's operations, since its `by` reads the layer's input events",
+            ));
         }
-        self
+        layer.options.window = window.erase();
+        Flow::from_layer(layer)
     }
 
     // ----- layers -----
@@ -619,7 +645,7 @@ impl<T: Send + 'static> Flow<T> {
             stages,
             max_demand: partition.max_demand.unwrap_or(defaults.max_demand),
             min_demand: partition.min_demand,
-            every: None,
+            window: StageWindow::default(),
         };
         let hash = partition.hash;
         let dispatch: Dispatch<T> = if stages <= 1 {
@@ -924,11 +950,15 @@ impl<T: Send + 'static> Layer<T> {
         let mut producers = Vec::with_capacity(count);
         for index in 0..count {
             let pos = Position { index, count };
-            let logic: Box<dyn Logic<T>> = (self.logic)(pos);
-            let mut builder =
-                stage::producer_consumer(FlowStage::new(pos, max, min, self.options.every, logic))
-                    .name(format!("flow stage {index}/{count}"))
-                    .dispatcher(dispatch());
+            let mut builder = stage::producer_consumer(FlowStage::new(
+                pos,
+                max,
+                min,
+                self.options.window.clone(),
+                Arc::clone(&self.logic),
+            ))
+            .name(format!("flow stage {index}/{count}"))
+            .dispatcher(dispatch());
             for input in &inputs {
                 let mut opts = SubscribeOptions::new()
                     .max_demand(max)
@@ -940,6 +970,7 @@ impl<T: Send + 'static> Layer<T> {
                 builder = builder.subscribe_to(input, opts);
             }
             let handle = builder.start()?;
+            let _ = handle.cast(Control::Me(handle.clone()));
             let _ = handle.cast(Control::Started);
             producers.push(handle.producer());
         }

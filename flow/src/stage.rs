@@ -1,129 +1,93 @@
-//! The stage every layer of a flow runs: packets in, its layer's logic, events out.
+//! The stage every layer of a flow runs: packets in, its windows' logic, events out.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 use stage::demand::Demand;
 use stage::{
-    Cancel, Context, Packet, Peer, ProducerConsumer, Reason, SubscribeOptions, SubscriptionId,
-    SubscriptionMode,
+    Cancel, Context, Packet, Peer, ProducerConsumer, ProducerConsumerHandle, Reason,
+    SubscribeOptions, SubscriptionId, SubscriptionMode,
 };
 
-use crate::logic::{Logic, Position};
+use crate::logic::{Factory, Logic, Position};
 use crate::trigger::{Trigger, TriggerName, WindowKind};
+use crate::window::{StageKind, StageWindow};
 
-/// What a flow tells its stages.
-#[derive(Debug)]
-pub(crate) enum Control {
-    /// The stage's initial subscriptions are made (finish at once if there are none).
+/// What a flow (and its timers) tell its stages.
+pub(crate) enum Control<O: Send + 'static> {
+    /// The stage's own handle, for its timers.
+    Me(ProducerConsumerHandle<FlowStage<O>>),
+    /// The initial subscriptions are made (finish at once if there are none).
     Started,
+    /// Timer `i` fired: 0 is the periodic window, `1 + k` is `trigger_periodically` number `k`.
+    Tick(usize),
+    /// A fixed window's allowed lateness is over.
+    LatenessOver(u64),
+}
+
+impl<O: Send + 'static> std::fmt::Debug for Control<O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Control::Me(_) => f.write_str("Me"),
+            Control::Started => f.write_str("Started"),
+            Control::Tick(i) => write!(f, "Tick({i})"),
+            Control::LatenessOver(w) => write!(f, "LatenessOver({w})"),
+        }
+    }
+}
+
+/// The window the stage is filling (global, count, periodic).
+struct Current<O> {
+    id: u64,
+    logic: Box<dyn Logic<O>>,
+    count: usize,
+    since: usize,
+}
+
+/// A fixed window the stage holds.
+struct Held<O> {
+    logic: Box<dyn Logic<O>>,
+    since: usize,
+}
+
+/// Fixed windows (Flow rules W-F2 to W-F7).
+struct Fixed<O> {
+    held: BTreeMap<u64, Held<O>>,
+    /// Each upstream producer's most recent window.
+    latest: HashMap<SubscriptionId, u64>,
+    /// The lowest window not closed yet.
+    all: Option<u64>,
+    /// Windows past their watermark, waiting for their lateness to end.
+    in_lateness: std::collections::BTreeSet<u64>,
+}
+
+enum State<O> {
+    Single(Current<O>),
+    Fixed(Fixed<O>),
 }
 
 /// One stage of a layer. It subscribes to its inputs in manual mode and counts demand itself,
-/// exactly as an automatic consumer would (batches of `max - min`, refill at `min`).
-pub(crate) struct FlowStage<O> {
+/// exactly as an automatic consumer would (batches of `max - min`, refill at `min`), and runs
+/// its windows' logic.
+pub(crate) struct FlowStage<O: Send + 'static> {
     pos: Position,
     max: usize,
     min: usize,
-    /// Fire an `Every(n)` trigger each `n` input events.
-    every: Option<usize>,
-    /// Input events since the last `Every` trigger.
-    since: usize,
     demands: HashMap<SubscriptionId, Demand>,
     consumers: usize,
     started: bool,
     finished: bool,
-    logic: Box<dyn Logic<O>>,
+    factory: Factory<O>,
+    window: StageWindow,
+    state: State<O>,
+    me: Option<ProducerConsumerHandle<FlowStage<O>>>,
+    timers: Vec<tokio::task::JoinHandle<()>>,
 }
 
-impl<O: Send + 'static> FlowStage<O> {
-    pub(crate) fn new(
-        pos: Position,
-        max: usize,
-        min: usize,
-        every: Option<usize>,
-        logic: Box<dyn Logic<O>>,
-    ) -> Self {
-        FlowStage {
-            pos,
-            max,
-            min,
-            every,
-            since: 0,
-            demands: HashMap::new(),
-            consumers: 0,
-            started: false,
-            finished: false,
-            logic,
-        }
-    }
-
-    fn finish(&mut self, ctx: &mut Context<O>) {
-        if self.finished {
-            return;
-        }
-        self.finished = true;
-        let done = self.trigger(TriggerName::Done);
-        ctx.emit(self.logic.trigger(&done));
-        ctx.finish();
-    }
-
-    fn trigger(&self, name: TriggerName) -> Trigger {
-        Trigger {
-            partition: self.pos.index,
-            partitions: self.pos.count,
-            kind: WindowKind::Global,
-            window: 0,
-            name,
-        }
-    }
-
-    /// Processes one batch, split where count triggers fire (Flow rule T1).
-    fn process(&mut self, mut batch: Packet, out: &mut Vec<O>) {
-        let Some(every) = self.every else {
-            append(out, self.logic.process(batch));
-            return;
-        };
-        loop {
-            let room = every - self.since;
-            if batch.len() < room {
-                self.since += batch.len();
-                append(out, self.logic.process(batch));
-                return;
-            }
-            let rest = batch.split_off(room);
-            append(out, self.logic.process(batch));
-            self.since = 0;
-            let trigger = self.trigger(TriggerName::Every(every));
-            append(out, self.logic.trigger(&trigger));
-            if rest.is_empty() {
-                return;
-            }
-            batch = rest;
-        }
-    }
-
-    /// Cuts one packet into batches of at most `max - min`, processing each and asking for
-    /// what it used.
-    fn cut(&mut self, packet: Packet, id: SubscriptionId, ctx: &mut Context<O>, out: &mut Vec<O>) {
-        let Some(&demand) = self.demands.get(&id) else {
-            self.process(packet, out);
-            return;
-        };
-        let mut demand = demand;
-        let mut message = demand.message(packet.len());
-        let mut rest = Some(packet);
-        while let Some(batch) = demand.next_batch(&mut message) {
-            let Some(mut chunk) = rest.take() else {
-                break;
-            };
-            if batch.len < chunk.len() {
-                rest = Some(chunk.split_off(batch.len));
-            }
-            self.process(chunk, out);
-            ctx.ask(id, batch.ask);
-        }
-        if let Some(d) = self.demands.get_mut(&id) {
-            *d = demand;
+impl<O: Send + 'static> Drop for FlowStage<O> {
+    fn drop(&mut self) {
+        for t in &self.timers {
+            t.abort();
         }
     }
 }
@@ -136,12 +100,433 @@ fn append<O>(out: &mut Vec<O>, mut more: Vec<O>) {
     }
 }
 
+impl<O: Send + 'static> FlowStage<O> {
+    pub(crate) fn new(
+        pos: Position,
+        max: usize,
+        min: usize,
+        window: StageWindow,
+        factory: Factory<O>,
+    ) -> Self {
+        let state = match window.kind {
+            StageKind::Fixed { .. } => State::Fixed(Fixed {
+                held: BTreeMap::new(),
+                latest: HashMap::new(),
+                all: None,
+                in_lateness: Default::default(),
+            }),
+            _ => State::Single(Current {
+                id: 0,
+                logic: factory(pos),
+                count: 0,
+                since: 0,
+            }),
+        };
+        FlowStage {
+            pos,
+            max,
+            min,
+            demands: HashMap::new(),
+            consumers: 0,
+            started: false,
+            finished: false,
+            factory,
+            window,
+            state,
+            me: None,
+            timers: Vec::new(),
+        }
+    }
+
+    fn kind(&self) -> WindowKind {
+        match self.window.kind {
+            StageKind::Global => WindowKind::Global,
+            StageKind::Count(_) => WindowKind::Count,
+            StageKind::Periodic(_) => WindowKind::Periodic,
+            StageKind::Fixed { .. } => WindowKind::Fixed,
+        }
+    }
+
+    fn trigger(&self, window: u64, name: TriggerName) -> Trigger {
+        let window = match self.window.kind {
+            StageKind::Fixed { duration_ms, .. } => window * duration_ms,
+            _ => window,
+        };
+        Trigger {
+            partition: self.pos.index,
+            partitions: self.pos.count,
+            kind: self.kind(),
+            window,
+            name,
+        }
+    }
+
+    /// The inputs are done: every window fires `Done` (Flow rules R5, W-C1, W-P1, W-F7).
+    fn finish(&mut self, ctx: &mut Context<O>) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        let mut out = Vec::new();
+        match std::mem::replace(&mut self.state, State::Fixed(empty_fixed())) {
+            State::Single(mut current) => {
+                let done = self.trigger(current.id, TriggerName::Done);
+                append(&mut out, current.logic.trigger(&done));
+            }
+            State::Fixed(mut fixed) => {
+                if let (Some(&low), Some(&high)) =
+                    (fixed.held.keys().next(), fixed.held.keys().next_back())
+                {
+                    for id in low..=high {
+                        let mut logic = match fixed.held.remove(&id) {
+                            Some(held) => held.logic,
+                            None => (self.factory)(self.pos),
+                        };
+                        let done = self.trigger(id, TriggerName::Done);
+                        append(&mut out, logic.trigger(&done));
+                    }
+                }
+            }
+        }
+        for t in self.timers.drain(..) {
+            t.abort();
+        }
+        ctx.emit(out);
+        ctx.finish();
+    }
+
+    /// Cuts one packet into batches of at most `max - min`, processing each and asking for
+    /// what it used.
+    fn cut(&mut self, packet: Packet, id: SubscriptionId, ctx: &mut Context<O>, out: &mut Vec<O>) {
+        let Some(&demand) = self.demands.get(&id) else {
+            self.process(packet, id, ctx, out);
+            return;
+        };
+        let mut demand = demand;
+        let mut message = demand.message(packet.len());
+        let mut rest = Some(packet);
+        while let Some(batch) = demand.next_batch(&mut message) {
+            let Some(mut chunk) = rest.take() else {
+                break;
+            };
+            if batch.len < chunk.len() {
+                rest = Some(chunk.split_off(batch.len));
+            }
+            self.process(chunk, id, ctx, out);
+            ctx.ask(id, batch.ask);
+        }
+        if let Some(d) = self.demands.get_mut(&id) {
+            *d = demand;
+        }
+    }
+
+    /// One batch of raw input, into its window(s).
+    fn process(
+        &mut self,
+        batch: Packet,
+        sub: SubscriptionId,
+        ctx: &mut Context<O>,
+        out: &mut Vec<O>,
+    ) {
+        match &self.window.kind {
+            StageKind::Global | StageKind::Periodic(_) => self.feed_current(batch, None, out),
+            StageKind::Count(n) => {
+                let n = *n;
+                self.feed_current(batch, Some(n), out)
+            }
+            StageKind::Fixed { split, .. } => {
+                let runs = split(batch);
+                for (window, run) in runs {
+                    self.feed_fixed(sub, window, run, out);
+                }
+                self.watermark(ctx, out);
+            }
+        }
+    }
+
+    /// Feeds the current window, splitting where `trigger_every` or the count window's end
+    /// fall (Flow rules T1, W-C1).
+    fn feed_current(&mut self, mut batch: Packet, limit: Option<usize>, out: &mut Vec<O>) {
+        let every = self.window.every;
+        loop {
+            let State::Single(current) = &mut self.state else {
+                return;
+            };
+            let mut room = usize::MAX;
+            if let Some(n) = limit {
+                room = n - current.count;
+            }
+            if let Some(e) = every {
+                room = room.min(e - current.since);
+            }
+            if batch.len() < room {
+                current.count += batch.len();
+                current.since += batch.len();
+                append(out, current.logic.process(batch));
+                return;
+            }
+            let rest = batch.split_off(room);
+            append(out, current.logic.process(batch));
+            current.count += room;
+            current.since += room;
+            let id = current.id;
+            if every == Some(current.since) {
+                current.since = 0;
+                let trigger = self.trigger(id, TriggerName::Every(every.unwrap_or(0)));
+                let State::Single(current) = &mut self.state else {
+                    return;
+                };
+                append(out, current.logic.trigger(&trigger));
+            }
+            if let Some(n) = limit {
+                self.end_current_if(n, out);
+            }
+            if rest.is_empty() {
+                return;
+            }
+            batch = rest;
+        }
+    }
+
+    /// Ends the current count window once it holds `n` events.
+    fn end_current_if(&mut self, n: usize, out: &mut Vec<O>) {
+        let State::Single(current) = &self.state else {
+            return;
+        };
+        if current.count == n {
+            self.next_window(out);
+        }
+    }
+
+    /// The current (count or periodic) window is done; the next one starts fresh.
+    fn next_window(&mut self, out: &mut Vec<O>) {
+        let fresh = (self.factory)(self.pos);
+        let State::Single(current) = &mut self.state else {
+            return;
+        };
+        let id = current.id;
+        let mut old = std::mem::replace(&mut current.logic, fresh);
+        current.id += 1;
+        current.count = 0;
+        current.since = 0;
+        let done = self.trigger(id, TriggerName::Done);
+        append(out, old.trigger(&done));
+    }
+
+    /// A run of events of fixed window `window` from subscription `sub` (rule W-F3).
+    fn feed_fixed(&mut self, sub: SubscriptionId, window: u64, run: Packet, out: &mut Vec<O>) {
+        let every = self.window.every;
+        let State::Fixed(fixed) = &mut self.state else {
+            return;
+        };
+        let latest = fixed.latest.get(&sub).copied();
+        fixed
+            .latest
+            .insert(sub, latest.map_or(window, |l| l.max(window)));
+        if !fixed.held.contains_key(&window) {
+            let open = latest.is_none_or(|l| window >= l) && fixed.all.is_none_or(|a| window >= a);
+            if !open {
+                if let StageKind::Fixed {
+                    late: Some(late), ..
+                } = &self.window.kind
+                {
+                    late(run);
+                }
+                return;
+            }
+            let logic = (self.factory)(self.pos);
+            let State::Fixed(fixed) = &mut self.state else {
+                return;
+            };
+            fixed.held.insert(window, Held { logic, since: 0 });
+        }
+        let mut run = run;
+        loop {
+            let State::Fixed(fixed) = &mut self.state else {
+                return;
+            };
+            let held = fixed.held.get_mut(&window).expect("inserted above");
+            let room = every.map_or(usize::MAX, |e| e - held.since);
+            if run.len() < room {
+                held.since += run.len();
+                append(out, held.logic.process(run));
+                return;
+            }
+            let rest = run.split_off(room);
+            append(out, held.logic.process(run));
+            held.since = 0;
+            let trigger = self.trigger(window, TriggerName::Every(every.unwrap_or(0)));
+            let State::Fixed(fixed) = &mut self.state else {
+                return;
+            };
+            let held = fixed.held.get_mut(&window).expect("still held");
+            append(out, held.logic.trigger(&trigger));
+            if rest.is_empty() {
+                return;
+            }
+            run = rest;
+        }
+    }
+
+    /// Closes every fixed window all upstream producers have moved past (rules W-F4, W-F5,
+    /// W-F6): `Done` (or `Watermark` and a timer, with lateness), gaps included.
+    fn watermark(&mut self, ctx: &mut Context<O>, out: &mut Vec<O>) {
+        let StageKind::Fixed { lateness, .. } = self.window.kind else {
+            return;
+        };
+        let State::Fixed(fixed) = &mut self.state else {
+            return;
+        };
+        if self.demands.is_empty() || self.demands.keys().any(|s| !fixed.latest.contains_key(s)) {
+            return;
+        }
+        let Some(min) = self
+            .demands
+            .keys()
+            .filter_map(|s| fixed.latest.get(s))
+            .min()
+            .copied()
+        else {
+            return;
+        };
+        let Some(from) = fixed.all.or_else(|| fixed.held.keys().next().copied()) else {
+            return;
+        };
+        if from >= min {
+            return;
+        }
+        fixed.all = Some(min);
+        for id in from..min {
+            let State::Fixed(fixed) = &mut self.state else {
+                return;
+            };
+            if fixed.in_lateness.contains(&id) {
+                continue;
+            }
+            if lateness.is_zero() {
+                let mut logic = match fixed.held.remove(&id) {
+                    Some(held) => held.logic,
+                    None => (self.factory)(self.pos),
+                };
+                let done = self.trigger(id, TriggerName::Done);
+                append(out, logic.trigger(&done));
+            } else {
+                let (factory, pos) = (&self.factory, self.pos);
+                fixed.held.entry(id).or_insert_with(|| Held {
+                    logic: factory(pos),
+                    since: 0,
+                });
+                fixed.in_lateness.insert(id);
+                let mark = self.trigger(id, TriggerName::Watermark);
+                let State::Fixed(fixed) = &mut self.state else {
+                    return;
+                };
+                let held = fixed.held.get_mut(&id).expect("held");
+                append(out, held.logic.trigger(&mark));
+                self.after(lateness, Control::LatenessOver(id));
+            }
+        }
+        let _ = ctx;
+    }
+
+    /// Sends the stage `msg` after `delay` (processing time).
+    fn after(&mut self, delay: Duration, msg: Control<O>) {
+        if let Some(me) = self.me.clone() {
+            self.timers.push(tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = me.cast(msg);
+            }));
+        }
+    }
+
+    fn start_timers(&mut self) {
+        let Some(me) = self.me.clone() else { return };
+        let mut periods = Vec::new();
+        if let StageKind::Periodic(d) = self.window.kind {
+            periods.push((0, d));
+        }
+        for (k, d) in self.window.periodically.iter().enumerate() {
+            periods.push((k + 1, *d));
+        }
+        for (i, period) in periods {
+            let me = me.clone();
+            self.timers.push(tokio::spawn(async move {
+                let mut interval =
+                    tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                loop {
+                    interval.tick().await;
+                    if me.cast(Control::Tick(i)).is_err() {
+                        return;
+                    }
+                }
+            }));
+        }
+    }
+
+    fn tick(&mut self, timer: usize, out: &mut Vec<O>) {
+        if self.finished {
+            return;
+        }
+        if timer == 0 {
+            self.next_window(out);
+            return;
+        }
+        let Some(&period) = self.window.periodically.get(timer - 1) else {
+            return;
+        };
+        let name = TriggerName::Periodically(period);
+        match &self.state {
+            State::Single(current) => {
+                let trigger = self.trigger(current.id, name);
+                let State::Single(current) = &mut self.state else {
+                    return;
+                };
+                append(out, current.logic.trigger(&trigger));
+            }
+            State::Fixed(fixed) => {
+                let ids: Vec<u64> = fixed.held.keys().copied().collect();
+                for id in ids {
+                    let trigger = self.trigger(id, name.clone());
+                    let State::Fixed(fixed) = &mut self.state else {
+                        return;
+                    };
+                    if let Some(held) = fixed.held.get_mut(&id) {
+                        append(out, held.logic.trigger(&trigger));
+                    }
+                }
+            }
+        }
+    }
+
+    fn lateness_over(&mut self, window: u64, out: &mut Vec<O>) {
+        let State::Fixed(fixed) = &mut self.state else {
+            return;
+        };
+        if !fixed.in_lateness.remove(&window) {
+            return;
+        }
+        if let Some(mut held) = fixed.held.remove(&window) {
+            let done = self.trigger(window, TriggerName::Done);
+            append(out, held.logic.trigger(&done));
+        }
+    }
+}
+
+fn empty_fixed<O>() -> Fixed<O> {
+    Fixed {
+        held: BTreeMap::new(),
+        latest: HashMap::new(),
+        all: None,
+        in_lateness: Default::default(),
+    }
+}
+
 impl<O: Send + 'static> ProducerConsumer for FlowStage<O> {
     type In = Packet;
     type Out = O;
     type Call = ();
     type Reply = ();
-    type Msg = Control;
+    type Msg = Control<O>;
 
     async fn handle_subscribe(
         &mut self,
@@ -190,8 +575,18 @@ impl<O: Send + 'static> ProducerConsumer for FlowStage<O> {
                 }
                 if !cancel.reason.is_normal() {
                     ctx.stop(cancel.reason);
-                } else if self.demands.is_empty() && self.started {
+                    return;
+                }
+                if let State::Fixed(fixed) = &mut self.state {
+                    // A producer that finished leaves the watermark (rule W-F4).
+                    fixed.latest.remove(&id);
+                }
+                if self.demands.is_empty() && self.started {
                     self.finish(ctx);
+                } else {
+                    let mut out = Vec::new();
+                    self.watermark(ctx, &mut out);
+                    ctx.emit(out);
                 }
             }
             Peer::Consumer => {
@@ -204,14 +599,22 @@ impl<O: Send + 'static> ProducerConsumer for FlowStage<O> {
         }
     }
 
-    async fn handle_cast(&mut self, control: Control, ctx: &mut Context<O>) {
+    async fn handle_cast(&mut self, control: Control<O>, ctx: &mut Context<O>) {
+        let mut out = Vec::new();
         match control {
+            Control::Me(me) => {
+                self.me = Some(me);
+                self.start_timers();
+            }
             Control::Started => {
                 self.started = true;
                 if self.demands.is_empty() {
                     self.finish(ctx);
                 }
             }
+            Control::Tick(timer) => self.tick(timer, &mut out),
+            Control::LatenessOver(window) => self.lateness_over(window, &mut out),
         }
+        ctx.emit(out);
     }
 }

@@ -1,5 +1,7 @@
 //! What a trigger tells `on_trigger`: which partition, which window, which trigger.
 
+use std::time::Duration;
+
 /// Passed to `on_trigger` and friends each time a trigger fires.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Trigger {
@@ -9,7 +11,8 @@ pub struct Trigger {
     pub partitions: usize,
     /// The kind of window the trigger fired for.
     pub kind: WindowKind,
-    /// The window's id within its stage (0 for the global window).
+    /// The window: 0 for the global window, the window's index (from 0) for count and
+    /// periodic windows, the window's start in milliseconds for fixed windows.
     pub window: u64,
     /// Which trigger fired.
     pub name: TriggerName,
@@ -19,19 +22,30 @@ pub struct Trigger {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum WindowKind {
-    /// The global window: one per stage, for the whole input.
+    /// The global window.
     Global,
+    /// A count window.
+    Count,
+    /// A periodic (processing-time) window.
+    Periodic,
+    /// A fixed (event-time) window.
+    Fixed,
 }
 
 /// Which trigger fired (Flow's trigger name).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum TriggerName {
-    /// The window is complete: for the global window, every upstream has finished. The
-    /// window's last trigger.
+    /// The window's last trigger: after it, a count or periodic window starts over from a
+    /// fresh accumulator, a fixed window is forgotten, and the global window's stage stops.
     Done,
-    /// `n` more events entered the stage ([`Window::trigger_every`](crate::Window::trigger_every)).
+    /// `n` more events entered the window ([`Window::trigger_every`](crate::Window::trigger_every)).
     Every(usize),
+    /// The period of [`Window::trigger_periodically`](crate::Window::trigger_periodically) passed.
+    Periodically(Duration),
+    /// A fixed window's watermark passed while it still accepts late events
+    /// ([`Window::allowed_lateness`](crate::Window::allowed_lateness)).
+    Watermark,
 }
 
 impl Trigger {
