@@ -77,4 +77,4 @@ pub use crate::partition::Partition;
 pub use crate::reduce::{EmitReduced, Reduced};
 pub use crate::run::{FlowHandle, FlowStream};
 pub use crate::trigger::{Trigger, TriggerName, WindowKind};
-pub use crate::window::{LateEvents, Window};
+pub use crate::window::{LateEvents, Punctuation, Window};

@@ -11,7 +11,83 @@ use stage::{
 
 use crate::logic::{Factory, Logic, Position};
 use crate::trigger::{Trigger, TriggerName, WindowKind};
-use crate::window::{StageKind, StageWindow};
+use crate::window::{Custom, StageKind, StageWindow, Step};
+
+type TriggerState = Option<Box<dyn std::any::Any + Send>>;
+
+/// Makes the [`Trigger`]s of one stage.
+#[derive(Clone, Copy)]
+struct Triggers {
+    pos: Position,
+    kind: WindowKind,
+    /// Fixed windows report their start in ms.
+    scale: u64,
+}
+
+impl Triggers {
+    fn make(&self, window: u64, name: TriggerName) -> Trigger {
+        Trigger {
+            partition: self.pos.index,
+            partitions: self.pos.count,
+            kind: self.kind,
+            window: window * self.scale,
+            name,
+        }
+    }
+}
+
+/// Feeds a batch to one window's logic, splitting it where `trigger_every` or a custom
+/// trigger fires (Flow rules T1, T4).
+#[allow(clippy::too_many_arguments)]
+fn feed_window<O>(
+    logic: &mut Box<dyn Logic<O>>,
+    since: &mut usize,
+    state: &mut TriggerState,
+    mut batch: Packet,
+    every: Option<usize>,
+    custom: Option<&Custom>,
+    triggers: Triggers,
+    window: u64,
+    out: &mut Vec<O>,
+) {
+    if let Some(custom) = custom {
+        let state = state.get_or_insert_with(|| (custom.init)());
+        for step in (custom.step)(batch, state) {
+            match step {
+                Step::Process(events) if events.is_empty() => {}
+                Step::Process(events) => append(out, logic.process(events)),
+                Step::Fire(name) => append(
+                    out,
+                    logic.trigger(&triggers.make(window, TriggerName::Custom(name))),
+                ),
+            }
+        }
+        return;
+    }
+    let Some(every) = every else {
+        append(out, logic.process(batch));
+        return;
+    };
+    loop {
+        let room = every - *since;
+        if batch.len() < room {
+            *since += batch.len();
+            append(out, logic.process(batch));
+            return;
+        }
+        let rest = batch.split_off(room);
+        append(out, logic.process(batch));
+        *since = 0;
+        append(
+            out,
+            logic.trigger(&triggers.make(window, TriggerName::Every(every))),
+        );
+        if rest.is_empty() {
+            return;
+        }
+        batch = rest;
+    }
+}
 
 /// What a flow (and its timers) tell its stages.
 pub(crate) enum Control<O: Send + 'static> {
@@ -42,12 +118,14 @@ struct Current<O> {
     logic: Box<dyn Logic<O>>,
     count: usize,
     since: usize,
+    state: TriggerState,
 }
 
 /// A fixed window the stage holds.
 struct Held<O> {
     logic: Box<dyn Logic<O>>,
     since: usize,
+    state: TriggerState,
 }
 
 /// Fixed windows (Flow rules W-F2 to W-F7).
@@ -120,6 +198,7 @@ impl<O: Send + 'static> FlowStage<O> {
                 logic: factory(pos),
                 count: 0,
                 since: 0,
+                state: None,
             }),
         };
         FlowStage {
@@ -147,18 +226,19 @@ impl<O: Send + 'static> FlowStage<O> {
         }
     }
 
-    fn trigger(&self, window: u64, name: TriggerName) -> Trigger {
-        let window = match self.window.kind {
-            StageKind::Fixed { duration_ms, .. } => window * duration_ms,
-            _ => window,
-        };
-        Trigger {
-            partition: self.pos.index,
-            partitions: self.pos.count,
+    fn triggers(&self) -> Triggers {
+        Triggers {
+            pos: self.pos,
             kind: self.kind(),
-            window,
-            name,
+            scale: match self.window.kind {
+                StageKind::Fixed { duration_ms, .. } => duration_ms,
+                _ => 1,
+            },
         }
+    }
+
+    fn trigger(&self, window: u64, name: TriggerName) -> Trigger {
+        self.triggers().make(window, name)
     }
 
     /// The inputs are done: every window fires `Done` (Flow rules R5, W-C1, W-P1, W-F7).
@@ -244,47 +324,35 @@ impl<O: Send + 'static> FlowStage<O> {
         }
     }
 
-    /// Feeds the current window, splitting where `trigger_every` or the count window's end
-    /// fall (Flow rules T1, W-C1).
+    /// Feeds the current window, starting the next count window after its `n`-th event
+    /// (Flow rule W-C1).
     fn feed_current(&mut self, mut batch: Packet, limit: Option<usize>, out: &mut Vec<O>) {
-        let every = self.window.every;
+        let triggers = self.triggers();
         loop {
             let State::Single(current) = &mut self.state else {
                 return;
             };
-            let mut room = usize::MAX;
-            if let Some(n) = limit {
-                room = n - current.count;
-            }
-            if let Some(e) = every {
-                room = room.min(e - current.since);
-            }
-            if batch.len() < room {
-                current.count += batch.len();
-                current.since += batch.len();
-                append(out, current.logic.process(batch));
-                return;
-            }
-            let rest = batch.split_off(room);
-            append(out, current.logic.process(batch));
-            current.count += room;
-            current.since += room;
-            let id = current.id;
-            if every == Some(current.since) {
-                current.since = 0;
-                let trigger = self.trigger(id, TriggerName::Every(every.unwrap_or(0)));
-                let State::Single(current) = &mut self.state else {
-                    return;
-                };
-                append(out, current.logic.trigger(&trigger));
-            }
+            let room = limit.map_or(usize::MAX, |n| n - current.count);
+            let rest = (batch.len() > room).then(|| batch.split_off(room));
+            current.count += batch.len();
+            feed_window(
+                &mut current.logic,
+                &mut current.since,
+                &mut current.state,
+                batch,
+                self.window.every,
+                self.window.custom.as_ref(),
+                triggers,
+                current.id,
+                out,
+            );
             if let Some(n) = limit {
                 self.end_current_if(n, out);
             }
-            if rest.is_empty() {
-                return;
+            match rest {
+                Some(rest) if !rest.is_empty() => batch = rest,
+                _ => return,
             }
-            batch = rest;
         }
     }
 
@@ -309,13 +377,13 @@ impl<O: Send + 'static> FlowStage<O> {
         current.id += 1;
         current.count = 0;
         current.since = 0;
+        current.state = None;
         let done = self.trigger(id, TriggerName::Done);
         append(out, old.trigger(&done));
     }
 
     /// A run of events of fixed window `window` from subscription `sub` (rule W-F3).
     fn feed_fixed(&mut self, sub: SubscriptionId, window: u64, run: Packet, out: &mut Vec<O>) {
-        let every = self.window.every;
         let State::Fixed(fixed) = &mut self.state else {
             return;
         };
@@ -338,34 +406,31 @@ impl<O: Send + 'static> FlowStage<O> {
             let State::Fixed(fixed) = &mut self.state else {
                 return;
             };
-            fixed.held.insert(window, Held { logic, since: 0 });
+            fixed.held.insert(
+                window,
+                Held {
+                    logic,
+                    since: 0,
+                    state: None,
+                },
+            );
         }
-        let mut run = run;
-        loop {
-            let State::Fixed(fixed) = &mut self.state else {
-                return;
-            };
-            let held = fixed.held.get_mut(&window).expect("inserted above");
-            let room = every.map_or(usize::MAX, |e| e - held.since);
-            if run.len() < room {
-                held.since += run.len();
-                append(out, held.logic.process(run));
-                return;
-            }
-            let rest = run.split_off(room);
-            append(out, held.logic.process(run));
-            held.since = 0;
-            let trigger = self.trigger(window, TriggerName::Every(every.unwrap_or(0)));
-            let State::Fixed(fixed) = &mut self.state else {
-                return;
-            };
-            let held = fixed.held.get_mut(&window).expect("still held");
-            append(out, held.logic.trigger(&trigger));
-            if rest.is_empty() {
-                return;
-            }
-            run = rest;
-        }
+        let triggers = self.triggers();
+        let State::Fixed(fixed) = &mut self.state else {
+            return;
+        };
+        let held = fixed.held.get_mut(&window).expect("inserted above");
+        feed_window(
+            &mut held.logic,
+            &mut held.since,
+            &mut held.state,
+            run,
+            self.window.every,
+            self.window.custom.as_ref(),
+            triggers,
+            window,
+            out,
+        );
     }
 
     /// Closes every fixed window all upstream producers have moved past (rules W-F4, W-F5,
@@ -415,6 +480,7 @@ impl<O: Send + 'static> FlowStage<O> {
                 fixed.held.entry(id).or_insert_with(|| Held {
                     logic: factory(pos),
                     since: 0,
+                    state: None,
                 });
                 fixed.in_lateness.insert(id);
                 let mark = self.trigger(id, TriggerName::Watermark);

@@ -43,6 +43,8 @@ pub enum TriggerName {
     Every(usize),
     /// The period of [`Window::trigger_periodically`](crate::Window::trigger_periodically) passed.
     Periodically(Duration),
+    /// A custom trigger ([`Window::trigger`](crate::Window::trigger)) fired with this name.
+    Custom(String),
     /// A fixed window's watermark passed while it still accepts late events
     /// ([`Window::allowed_lateness`](crate::Window::allowed_lateness)).
     Watermark,

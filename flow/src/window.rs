@@ -1,5 +1,6 @@
 //! Windows and their triggers, as values (Flow's `Flow.Window`).
 
+use std::any::Any;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -42,6 +43,7 @@ pub struct Window<T> {
     pub(crate) periodically: Vec<Duration>,
     pub(crate) late: Option<LateEvents<T>>,
     lateness_misused: bool,
+    custom: Option<Custom>,
 }
 
 pub(crate) enum Kind<T> {
@@ -82,6 +84,7 @@ impl<T> Clone for Window<T> {
             periodically: self.periodically.clone(),
             late: self.late.clone(),
             lateness_misused: self.lateness_misused,
+            custom: self.custom.clone(),
         }
     }
 }
@@ -112,6 +115,7 @@ impl<T> Window<T> {
             periodically: Vec::new(),
             late: None,
             lateness_misused: false,
+            custom: None,
         }
     }
 
@@ -171,12 +175,114 @@ impl<T> Window<T> {
         self
     }
 
+    /// A custom ("punctuation") trigger: `trigger_op` sees each batch of raw events entering
+    /// the window, with a state made by `init` at the start of each window, and decides with
+    /// a [`Punctuation`] whether to reduce the batch, reduce other events instead, or fire a
+    /// [`Custom`](crate::TriggerName::Custom) trigger in the middle of it. Replaces
+    /// [`trigger_every`](Window::trigger_every).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flow::{Flow, Punctuation, Window};
+    ///
+    /// // Fire "zero" right after every 0 in the input.
+    /// let sums = Flow::from_iter([1, 2, 0, 3, 0, 4])
+    ///     .stages(1)
+    ///     .window(Window::global().trigger(|| (), |events: &[i32], _: &mut ()| {
+    ///         match events.iter().position(|&x| x == 0) {
+    ///             Some(at) => Punctuation::TriggerAt { name: "zero".into(), at: at + 1 },
+    ///             None => Punctuation::Cont,
+    ///         }
+    ///     }))
+    ///     .reduce(|| 0, |sum, x| *sum += x)
+    ///     .on_trigger(|sum, _| vec![std::mem::take(sum)])
+    ///     .collect_blocking()
+    ///     .unwrap();
+    /// assert_eq!(sums, [3, 3, 4]);
+    /// ```
+    pub fn trigger<A, I, F>(mut self, init: I, trigger_op: F) -> Self
+    where
+        T: Send + 'static,
+        A: Send + 'static,
+        I: Fn() -> A + Send + Sync + 'static,
+        F: Fn(&[T], &mut A) -> Punctuation<T> + Send + Sync + 'static,
+    {
+        self.every = None;
+        self.custom = Some(Custom {
+            init: Arc::new(move || Box::new(init()) as TriggerAcc),
+            step: Arc::new(move |packet: Packet, state: &mut TriggerAcc| {
+                let Ok(mut events) = packet.downcast::<T>() else {
+                    unreachable!("flow wiring: a custom trigger reads the layer's input events");
+                };
+                let state = state.downcast_mut::<A>().expect("the trigger's own state");
+                let mut steps = Vec::new();
+                loop {
+                    match trigger_op(&events, state) {
+                        Punctuation::Cont => {
+                            steps.push(Step::Process(Packet::new(events)));
+                            return steps;
+                        }
+                        Punctuation::Replace(replaced) => {
+                            steps.push(Step::Process(Packet::new(replaced)));
+                            return steps;
+                        }
+                        Punctuation::TriggerAt { name, at } => {
+                            let pos = events.split_off(at.min(events.len()));
+                            steps.push(Step::Process(Packet::new(events)));
+                            steps.push(Step::Fire(name));
+                            if pos.is_empty() {
+                                return steps;
+                            }
+                            events = pos;
+                        }
+                    }
+                }
+            }),
+        });
+        self
+    }
+
     /// For fixed windows: where events that arrive after their window was done (or for a
     /// window older than any open one) go, instead of being dropped silently.
     pub fn late_events(mut self, sink: LateEvents<T>) -> Self {
         self.late = Some(sink);
         self
     }
+}
+
+/// What a custom trigger ([`Window::trigger`]) decides for a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Punctuation<T> {
+    /// Reduce the batch.
+    Cont,
+    /// Reduce these events instead of the batch (which may drop or inject events).
+    Replace(Vec<T>),
+    /// Reduce the batch's first `at` events, fire the trigger `name`, then decide again for
+    /// the rest.
+    TriggerAt {
+        /// The trigger's name, given to `on_trigger` as
+        /// [`TriggerName::Custom`](crate::TriggerName::Custom).
+        name: String,
+        /// Where the batch is cut.
+        at: usize,
+    },
+}
+
+/// A custom trigger's own state, type-erased.
+pub(crate) type TriggerAcc = Box<dyn Any + Send>;
+
+/// A custom trigger with its types erased.
+#[derive(Clone)]
+pub(crate) struct Custom {
+    pub(crate) init: Arc<dyn Fn() -> TriggerAcc + Send + Sync>,
+    pub(crate) step: Arc<dyn Fn(Packet, &mut TriggerAcc) -> Vec<Step> + Send + Sync>,
+}
+
+/// What a custom trigger makes a stage do with a batch.
+pub(crate) enum Step {
+    Process(Packet),
+    Fire(String),
 }
 
 /// Collects the events that arrived too late for their fixed window, and counts them.
@@ -269,6 +375,7 @@ pub(crate) struct StageWindow {
     pub(crate) kind: StageKind,
     pub(crate) every: Option<usize>,
     pub(crate) periodically: Vec<Duration>,
+    pub(crate) custom: Option<Custom>,
     /// An invalid setting, reported when the flow starts.
     pub(crate) invalid: Option<(&'static str, String)>,
 }
@@ -297,6 +404,7 @@ impl Default for StageWindow {
             kind: StageKind::Global,
             every: None,
             periodically: Vec::new(),
+            custom: None,
             invalid: None,
         }
     }
@@ -361,6 +469,7 @@ impl<T: Send + 'static> Window<T> {
             kind,
             every: self.every,
             periodically: self.periodically,
+            custom: self.custom,
             invalid,
         }
     }
