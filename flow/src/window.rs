@@ -272,11 +272,14 @@ pub enum Punctuation<T> {
 /// A custom trigger's own state, type-erased.
 pub(crate) type TriggerAcc = Box<dyn Any + Send>;
 
+/// Runs a custom trigger over one batch.
+pub(crate) type StepFn = dyn Fn(Packet, &mut TriggerAcc) -> Vec<Step> + Send + Sync;
+
 /// A custom trigger with its types erased.
 #[derive(Clone)]
 pub(crate) struct Custom {
     pub(crate) init: Arc<dyn Fn() -> TriggerAcc + Send + Sync>,
-    pub(crate) step: Arc<dyn Fn(Packet, &mut TriggerAcc) -> Vec<Step> + Send + Sync>,
+    pub(crate) step: Arc<StepFn>,
 }
 
 /// What a custom trigger makes a stage do with a batch.
