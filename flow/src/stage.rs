@@ -550,15 +550,25 @@ impl<O: Send + 'static> FlowStage<O> {
                 append(out, current.logic.trigger(&trigger));
             }
             State::Fixed(fixed) => {
-                let ids: Vec<u64> = fixed.held.keys().copied().collect();
-                for id in ids {
-                    let trigger = self.trigger(id, name.clone());
-                    let State::Fixed(fixed) = &mut self.state else {
-                        return;
-                    };
-                    if let Some(held) = fixed.held.get_mut(&id) {
-                        append(out, held.logic.trigger(&trigger));
-                    }
+                // Every window from the lowest held to the highest, gaps included: a gap
+                // window is opened (fresh) and kept, as upstream does (rule T2).
+                let (Some(&low), Some(&high)) =
+                    (fixed.held.keys().next(), fixed.held.keys().next_back())
+                else {
+                    return;
+                };
+                let triggers = self.triggers();
+                let (factory, pos) = (&self.factory, self.pos);
+                let State::Fixed(fixed) = &mut self.state else {
+                    return;
+                };
+                for id in low..=high {
+                    let held = fixed.held.entry(id).or_insert_with(|| Held {
+                        logic: factory(pos),
+                        since: 0,
+                        state: None,
+                    });
+                    append(out, held.logic.trigger(&triggers.make(id, name.clone())));
                 }
             }
         }
