@@ -22,10 +22,45 @@ use crate::window::{StageWindow, Window};
 pub(crate) type Dispatch<T> = Arc<dyn Fn() -> Box<dyn Dispatcher<T>> + Send + Sync>;
 
 /// Starts producers of `T` with the given dispatcher.
-type Start<T> = Box<dyn FnOnce(Dispatch<T>) -> Result<Vec<ProducerRef<T>>, Error> + Send>;
+type Start<T> = Box<dyn FnOnce(Dispatch<T>, &Stages) -> Result<Vec<ProducerRef<T>>, Error> + Send>;
 
 /// Starts what feeds a layer and returns it as producers of packets.
-type Inputs = Box<dyn FnOnce() -> Result<Vec<ProducerRef<Packet>>, Error> + Send>;
+type Inputs = Box<dyn FnOnce(&Stages) -> Result<Vec<ProducerRef<Packet>>, Error> + Send>;
+
+/// Tells whether a stage has exited, and why.
+type ExitProbe = Box<dyn Fn() -> Option<stage::Reason> + Send + Sync>;
+
+/// Every stage a running flow started, so that a finisher can report the one that failed.
+#[derive(Clone, Default)]
+pub(crate) struct Stages(Arc<std::sync::Mutex<Vec<ExitProbe>>>);
+
+impl Stages {
+    pub(crate) fn add<S: Send + 'static, K: stage::Kind<S>>(
+        &self,
+        handle: &stage::StageHandle<S, K>,
+    ) {
+        let handle = handle.clone();
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Box::new(move || handle.exit_reason()));
+    }
+
+    /// The reason of a stage that exited abnormally, a panic first.
+    pub(crate) fn failure(&self) -> Option<stage::Reason> {
+        let probes = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let failed: Vec<stage::Reason> = probes
+            .iter()
+            .filter_map(|p| p())
+            .filter(|r| !r.is_normal())
+            .collect();
+        failed
+            .iter()
+            .find(|r| matches!(r, stage::Reason::Panic(_)))
+            .or(failed.first())
+            .cloned()
+    }
+}
 
 /// A lazy, parallel pipeline of `T`s: sources, then layers of stages.
 ///
@@ -71,6 +106,8 @@ pub(crate) struct Layer<T> {
     has_ops: bool,
     /// Whether a reducer runs in this layer.
     pub(crate) reduced: bool,
+    /// A departition layer: always one stage.
+    single: bool,
 }
 
 /// Per-layer options.
@@ -203,13 +240,14 @@ impl<T: Send + 'static> Flow<T> {
         if iters.is_empty() {
             return Flow::failed(Error::misuse("from_iters needs at least one iterator"));
         }
-        Flow::source(Box::new(move |dispatch: Dispatch<T>| {
+        Flow::source(Box::new(move |dispatch: Dispatch<T>, stages: &Stages| {
             iters
                 .into_iter()
                 .map(|iter| {
                     let handle = stage::producer(IterSource::new(iter))
                         .dispatcher(dispatch())
                         .start()?;
+                    stages.add(&handle);
                     Ok(handle.producer())
                 })
                 .collect()
@@ -240,10 +278,14 @@ impl<T: Send + 'static> Flow<T> {
         if streams.is_empty() {
             return Flow::failed(Error::misuse("from_streams needs at least one stream"));
         }
-        Flow::source(Box::new(move |dispatch: Dispatch<T>| {
+        Flow::source(Box::new(move |dispatch: Dispatch<T>, stages: &Stages| {
             streams
                 .into_iter()
-                .map(|s| Ok(stage::from_stream_with(s, dispatch())?.producer()))
+                .map(|s| {
+                    let handle = stage::from_stream_with(s, dispatch())?;
+                    stages.add(&handle);
+                    Ok(handle.producer())
+                })
                 .collect()
         }))
     }
@@ -269,12 +311,15 @@ impl<T: Send + 'static> Flow<T> {
             return Flow::failed(Error::misuse("from_stages needs at least one producer"));
         }
         Flow::from_layer(Layer {
-            inputs: Box::new(move || Ok(producers.iter().map(ProducerRef::erase).collect())),
+            inputs: Box::new(move |_: &Stages| {
+                Ok(producers.iter().map(ProducerRef::erase).collect())
+            }),
             partitioned: false,
             logic: Input::factory(),
             options: Options::default(),
             has_ops: false,
             reduced: false,
+            single: false,
         })
     }
 
@@ -289,8 +334,17 @@ impl<T: Send + 'static> Flow<T> {
     }
 
     /// How many stages the current layer runs (default: the number of cores). Must be at
-    /// least 1; checked when the flow starts.
+    /// least 1; checked when the flow starts. A departition runs in one stage: another count
+    /// there is an error.
     pub fn stages(mut self, stages: usize) -> Self {
+        if let Ok(Repr::Layer(layer)) = &self.repr {
+            if layer.single && stages != 1 {
+                return Flow::failed(
+                    OptionError::new("stages", "a departition runs in exactly 1 stage", stages)
+                        .into(),
+                );
+            }
+        }
         if let Some(o) = self.options_mut() {
             o.stages = stages;
         }
@@ -359,8 +413,8 @@ impl<T: Send + 'static> Flow<T> {
         match self.repr? {
             Repr::Layer(layer) => Ok(layer),
             Repr::Source { start, options } => Ok(Layer {
-                inputs: Box::new(move || {
-                    Ok(start(demand_dispatch())?
+                inputs: Box::new(move |stages: &Stages| {
+                    Ok(start(demand_dispatch(), stages)?
                         .iter()
                         .map(ProducerRef::erase)
                         .collect())
@@ -370,18 +424,23 @@ impl<T: Send + 'static> Flow<T> {
                 options,
                 has_ops: false,
                 reduced: false,
+                single: false,
             }),
         }
     }
 
     /// Starts the flow up to here; its last stages get `dispatch`'s dispatchers.
-    pub(crate) fn start(self, dispatch: Dispatch<T>) -> Result<Vec<ProducerRef<T>>, Error> {
+    pub(crate) fn start(
+        self,
+        dispatch: Dispatch<T>,
+        stages: &Stages,
+    ) -> Result<Vec<ProducerRef<T>>, Error> {
         match self.repr? {
             Repr::Source { start, options } => {
                 options.limits()?;
-                start(dispatch)
+                start(dispatch, stages)
             }
-            Repr::Layer(layer) => layer.start(dispatch),
+            Repr::Layer(layer) => layer.start(dispatch, stages),
         }
     }
 
@@ -410,8 +469,9 @@ impl<T: Send + 'static> Flow<T> {
             partitioned: layer.partitioned,
             logic: Then::factory(layer.logic, make_op),
             options: layer.options,
-            has_ops: true,
+            has_ops: layer.has_ops || name != "map_batch",
             reduced: layer.reduced,
+            single: false,
         })
     }
 
@@ -682,9 +742,9 @@ impl<T: Send + 'static> Flow<T> {
             Err(e) => return Flow::failed(e),
         };
         Flow::from_layer(Layer {
-            inputs: Box::new(move || {
+            inputs: Box::new(move |stages: &Stages| {
                 Ok(upstream
-                    .start(dispatch)?
+                    .start(dispatch, stages)?
                     .iter()
                     .map(ProducerRef::erase)
                     .collect())
@@ -694,6 +754,7 @@ impl<T: Send + 'static> Flow<T> {
             options,
             has_ops: false,
             reduced: false,
+            single: false,
         })
     }
 
@@ -735,15 +796,16 @@ impl<T: Send + 'static> Flow<T> {
             options: layer.options,
             has_ops: true,
             reduced: layer.reduced,
+            single: layer.single,
         };
         let options = Options {
             stages: 1,
             ..Options::default()
         };
         Flow::from_layer(Layer {
-            inputs: Box::new(move || {
+            inputs: Box::new(move |stages: &Stages| {
                 Ok(tagged
-                    .start(demand_dispatch())?
+                    .start(demand_dispatch(), stages)?
                     .iter()
                     .map(ProducerRef::erase)
                     .collect())
@@ -757,7 +819,8 @@ impl<T: Send + 'static> Flow<T> {
             ),
             options,
             has_ops: false,
-            reduced: true,
+            reduced: false,
+            single: true,
         })
     }
 
@@ -795,6 +858,7 @@ impl<T: Send + 'static> Flow<T> {
             options: layer.options,
             has_ops: true,
             reduced: true,
+            single: layer.single,
         };
         Flow::from_layer(top).departition(
             Vec::new,
@@ -939,13 +1003,18 @@ impl<T: Send + 'static> Layer<T> {
             options: self.options,
             has_ops: true,
             reduced,
+            single: self.single,
         }
     }
 
     /// Starts the layer's stages, subscribed to its inputs; returns them as producers.
-    pub(crate) fn start(self, dispatch: Dispatch<T>) -> Result<Vec<ProducerRef<T>>, Error> {
+    pub(crate) fn start(
+        self,
+        dispatch: Dispatch<T>,
+        stages: &Stages,
+    ) -> Result<Vec<ProducerRef<T>>, Error> {
         let (max, min) = self.options.limits()?;
-        let inputs = (self.inputs)()?;
+        let inputs = (self.inputs)(stages)?;
         let count = self.options.stages;
         let mut producers = Vec::with_capacity(count);
         for index in 0..count {
@@ -970,6 +1039,7 @@ impl<T: Send + 'static> Layer<T> {
                 builder = builder.subscribe_to(input, opts);
             }
             let handle = builder.start()?;
+            stages.add(&handle);
             let _ = handle.cast(Control::Me(handle.clone()));
             let _ = handle.cast(Control::Started);
             producers.push(handle.producer());

@@ -220,7 +220,8 @@ where
     fn trim(&mut self) {
         let cmp = &*self.cmp;
         if self.held.len() > self.n {
-            self.held.select_nth_unstable_by(self.n, cmp);
+            // Stable, so equal events keep their arrival order (rule DP6).
+            self.held.sort_by(cmp);
             self.held.truncate(self.n);
         }
     }

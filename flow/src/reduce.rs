@@ -87,7 +87,7 @@ where
     }
 
     /// Each trigger emits the accumulator's items (Flow's default, `emit(:events)`); the
-    /// accumulator carries on.
+    /// accumulator carries on (cloned), except at `Done`, where it is moved out.
     ///
     /// # Examples
     ///
@@ -102,13 +102,12 @@ where
     /// ```
     pub fn emit_events(self) -> Flow<A::Item>
     where
-        A: IntoIterator + Clone,
+        A: IntoIterator + Clone + Default,
         A::Item: Send + 'static,
     {
-        let init = Arc::clone(&self.init);
         self.on_trigger(move |acc: &mut A, trigger: &Trigger| {
             if trigger.is_done() {
-                std::mem::replace(acc, init()).into_iter().collect()
+                std::mem::take(acc).into_iter().collect()
             } else {
                 acc.clone().into_iter().collect()
             }
@@ -125,12 +124,11 @@ where
     /// ```
     pub fn emit_state(self) -> Flow<A>
     where
-        A: Clone,
+        A: Clone + Default,
     {
-        let init = Arc::clone(&self.init);
         self.on_trigger(move |acc: &mut A, trigger: &Trigger| {
             if trigger.is_done() {
-                vec![std::mem::replace(acc, init())]
+                vec![std::mem::take(acc)]
             } else {
                 vec![acc.clone()]
             }
@@ -233,12 +231,11 @@ where
     /// Triggers emit the accumulator's items too (the default).
     pub fn emit_events(self) -> Flow<E>
     where
-        A: IntoIterator<Item = E> + Clone,
+        A: IntoIterator<Item = E> + Clone + Default,
     {
-        let init = Arc::clone(&self.init);
         self.on_trigger(move |acc: &mut A, trigger: &Trigger| {
             if trigger.is_done() {
-                std::mem::replace(acc, init()).into_iter().collect()
+                std::mem::take(acc).into_iter().collect()
             } else {
                 acc.clone().into_iter().collect()
             }

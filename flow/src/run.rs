@@ -11,7 +11,7 @@ use stage::{
 };
 
 use crate::error::{Error, ErrorKind};
-use crate::flow::{Dispatch, Flow};
+use crate::flow::{Dispatch, Flow, Stages};
 
 impl<T: Send + 'static> Flow<T> {
     /// Starts the flow and returns its results as a stream (GenStage's `stream`).
@@ -23,12 +23,16 @@ impl<T: Send + 'static> Flow<T> {
     ///
     /// An invalid option, or no tokio runtime.
     pub fn into_stream(self) -> Result<FlowStream<T>, Error> {
-        let producers = self.into_producers()?;
+        let stages = Stages::default();
+        let producers = self.start(demand(), &stages)?;
+        // Temporary: a last stage that already failed is reported through `stages`, with its
+        // own reason, instead of failing the subscription.
         let subs = producers
             .iter()
-            .map(|p| (p, SubscribeOptions::new().cancel(CancelMode::Transient)));
+            .map(|p| (p, SubscribeOptions::new().cancel(CancelMode::Temporary)));
         Ok(FlowStream {
             inner: stage::stream(subs)?,
+            stages,
         })
     }
 
@@ -38,9 +42,7 @@ impl<T: Send + 'static> Flow<T> {
     ///
     /// An invalid option, or no tokio runtime.
     pub fn into_producers(self) -> Result<Vec<ProducerRef<T>>, Error> {
-        let dispatch: Dispatch<T> =
-            std::sync::Arc::new(|| Box::new(stage::DemandDispatcher::new()));
-        self.start(dispatch)
+        self.start(demand(), &Stages::default())
     }
 
     /// Runs the flow and collects what it emits, in no particular order across stages.
@@ -161,6 +163,10 @@ impl<T: Send + 'static> Flow<T> {
     }
 }
 
+fn demand<T: Send + 'static>() -> Dispatch<T> {
+    std::sync::Arc::new(|| Box::new(stage::DemandDispatcher::new()))
+}
+
 fn block_on<R>(future: impl std::future::Future<Output = Result<R, Error>>) -> Result<R, Error> {
     if tokio::runtime::Handle::try_current().is_ok() {
         return Err(ErrorKind::BlockingInRuntime.into());
@@ -175,6 +181,7 @@ fn block_on<R>(future: impl std::future::Future<Output = Result<R, Error>>) -> R
 /// The results of a running flow, as a `Stream`. Made by [`Flow::into_stream`].
 pub struct FlowStream<T: Send + 'static> {
     inner: ConsumerStream<T>,
+    stages: Stages,
 }
 
 impl<T: Send + 'static> FlowStream<T> {
@@ -184,6 +191,9 @@ impl<T: Send + 'static> FlowStream<T> {
     ///
     /// [`ErrorKind::Failed`] with the failing stage's reason.
     pub fn result(&self) -> Result<(), Error> {
+        if let Some(reason) = self.stages.failure() {
+            return Err(ErrorKind::Failed(reason).into());
+        }
         match self.inner.exit_reason() {
             Some(reason) if !reason.is_normal() => Err(ErrorKind::Failed(reason).into()),
             _ => Ok(()),

@@ -649,7 +649,9 @@ impl<O: Send + 'static> ProducerConsumer for FlowStage<O> {
                 if self.demands.remove(&id).is_none() {
                     return;
                 }
-                if !cancel.reason.is_normal() {
+                // A producer that was gone when we subscribed (or asked) has finished as far as
+                // this stage is concerned; if it failed, the flow reports it from its own exit.
+                if !cancel.reason.is_normal() && cancel.reason != Reason::NoProc {
                     ctx.stop(cancel.reason);
                     return;
                 }

@@ -203,6 +203,19 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
     fn dispatch(&mut self, events: Vec<T>, send: &mut dyn FnMut(SubscriptionId, Vec<T>)) -> Vec<T> {
         let mut events = events.into_iter();
         let mut routed = 0;
+        // How many events each partition takes directly this time (its consumer's demand,
+        // unless events already wait in its queue): decided once per batch, not per event.
+        let direct: Vec<usize> = self
+            .partitions
+            .iter()
+            .map(|p| {
+                if p.consumer.is_some() && p.queue.is_empty() {
+                    p.demand
+                } else {
+                    0
+                }
+            })
+            .collect();
         while routed < self.waiting {
             let Some(event) = events.next() else {
                 break;
@@ -222,10 +235,7 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
             };
             routed += 1;
             let out = &mut self.out[index];
-            if partition.consumer.is_some()
-                && partition.queue.is_empty()
-                && partition.demand > out.len()
-            {
+            if out.len() < direct[index] {
                 out.push(event);
             } else if self.queue_limit > 0 {
                 if partition.queue.len() >= self.queue_limit {
