@@ -601,7 +601,11 @@ impl<S: Send + 'static, K: Kind<S>> Engine<S, K> {
             return;
         }
         let taken = self.drain();
-        let rest = demand.saturating_sub(taken);
+        let rest = if self.dispatcher.buffered_were_requested() {
+            demand
+        } else {
+            demand.saturating_sub(taken)
+        };
         if rest == 0 {
             return;
         }

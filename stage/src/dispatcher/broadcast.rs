@@ -194,6 +194,12 @@ impl<T: Clone + Send + 'static> Dispatcher<T> for BroadcastDispatcher<T> {
     fn take_demand(&mut self) -> usize {
         std::mem::take(&mut self.owed)
     }
+
+    /// Buffered events were produced for `requested` demand: the demand this dispatcher
+    /// returns never counts them twice.
+    fn buffered_were_requested(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

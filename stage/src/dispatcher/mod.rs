@@ -77,6 +77,14 @@ pub trait Dispatcher<T>: Send + 'static {
         0
     }
 
+    /// Whether the events in the producer's buffer were already counted in the upstream
+    /// demand this dispatcher returned. Then draining them does not reduce what the producer
+    /// is asked for next. The default, `false`, suits dispatchers whose buffered events are
+    /// surplus produced beyond demand.
+    fn buffered_were_requested(&self) -> bool {
+        false
+    }
+
     /// An info message is due. Return `true` to hold it until the events the dispatcher holds
     /// now have gone out; [`released`](Dispatcher::released) then gives its `token` back.
     /// Held infos are released in the order they were held. The default holds nothing.
@@ -149,6 +157,9 @@ impl<T: Send + 'static> Dispatcher<T> for Box<dyn Dispatcher<T>> {
     }
     fn hold(&mut self, token: u64) -> bool {
         (**self).hold(token)
+    }
+    fn buffered_were_requested(&self) -> bool {
+        (**self).buffered_were_requested()
     }
     fn released(&mut self) -> Vec<u64> {
         (**self).released()
