@@ -1,10 +1,21 @@
-//! Shared payload for the benchmarks in `benches/`: the stages of the pipelines under test and
-//! the hand-written `tokio::sync::mpsc` baselines they are compared with.
+//! Shared payload for the benchmarks in `benches/`.
 //!
-//! Every pipeline moves the numbers `0..total` from a producer to a consumer that sums them,
-//! optionally through a middle step that maps `x -> x + 1`, and returns the sum, which
-//! [`expected_sum`] predicts.
+//! - `benches/pipeline.rs`: the stages of the pipelines under test and the hand-written
+//!   `tokio::sync::mpsc` baselines they are compared with. Every pipeline moves the numbers
+//!   `0..total` from a producer to a consumer that sums them, optionally through a middle step
+//!   that maps `x -> x + 1`, and returns the sum, which [`expected_sum`] predicts.
+//! - `benches/flow.rs`: the `flow` scenarios (`map_filter_reduce`, `partition_reduce`) and
+//!   their rayon and sequential baselines, over one shared [`input`] `Vec`.
+//! - `benches/airports.rs`: the airports count over the real `airports.csv`, as a flow and as
+//!   a `csv` loop and rayon over chunks: see [`airports`].
 
+pub mod airports;
+pub mod dispatch;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rayon::prelude::*;
 use stage::{
     Consumer, Context, Producer, ProducerConsumer, Reason, SubscribeOptions, SubscriptionId,
 };
@@ -220,4 +231,166 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("build the tokio runtime")
+}
+
+// ----- flow against rayon (`benches/flow.rs`) -----
+
+/// Elixir Flow's reference throughput for `map_filter_reduce`, in millions of events per second.
+pub const ELIXIR_MAP_FILTER_REDUCE: f64 = 17.0;
+
+/// Elixir Flow's reference throughput for `partition_reduce`, in millions of events per second.
+pub const ELIXIR_PARTITION_REDUCE: f64 = 2.5;
+
+/// How many keys `partition_reduce` counts by: event `x` has key `x % KEYS`.
+pub const KEYS: u64 = 1000;
+
+/// The input of the flow benchmarks: the numbers `0..total` in one `Vec`, built once, outside
+/// any timing, and shared by our flows and the baselines.
+pub fn input(total: u64) -> Arc<Vec<u64>> {
+    Arc::new((0..total).collect())
+}
+
+/// An owning iterator over a copy of each number of the shared `data`, for `Flow::from_iter`
+/// (which needs `'static`): the flow reads the same prebuilt `Vec` as rayon, with no copy of
+/// the whole input and no 80 MB `Vec` to free inside the timing (dropping it drops an `Arc`).
+pub fn shared_iter(data: Arc<Vec<u64>>) -> impl Iterator<Item = u64> + Send + 'static {
+    (0..data.len()).map(move |i| data[i])
+}
+
+/// The mapper of `map_filter_reduce`: `x -> 3x`.
+pub fn triple(x: u64) -> u64 {
+    x * 3
+}
+
+/// The filter of `map_filter_reduce`: keeps even numbers.
+pub fn is_even(x: &u64) -> bool {
+    x.is_multiple_of(2)
+}
+
+/// The key of `partition_reduce`: `x % KEYS`.
+pub fn key(x: &u64) -> u64 {
+    x % KEYS
+}
+
+/// What `map_filter_reduce` over `0..total` sums to: `3x` for every even `x`.
+pub fn expected_map_filter_sum(total: u64) -> u64 {
+    let evens = total.div_ceil(2);
+    3 * evens * evens.saturating_sub(1)
+}
+
+/// `map_filter_reduce` as a flow: one source reading `data`, one layer of stages (the default,
+/// one per core) mapping, filtering and summing, each stage emitting its sum when its input
+/// is done; returns the total of those sums. `max_demand` is the layer's (default 1000).
+///
+/// # Panics
+///
+/// Outside a tokio runtime, or if the flow fails.
+pub async fn flow_map_filter_reduce(data: Arc<Vec<u64>>, max_demand: Option<usize>) -> u64 {
+    let mut source = flow::Flow::from_iter(shared_iter(data));
+    if let Some(max) = max_demand {
+        source = source.max_demand(max);
+    }
+    let sums = source
+        .map(triple)
+        .filter(is_even)
+        .reduce(|| 0u64, |sum, x| *sum += x)
+        .emit_state()
+        .collect()
+        .await
+        .expect("the flow runs");
+    sums.iter().sum()
+}
+
+/// `map_filter_reduce` with rayon, on `pool`.
+pub fn rayon_map_filter_reduce(pool: &rayon::ThreadPool, data: &[u64]) -> u64 {
+    pool.install(|| data.par_iter().map(|&x| triple(x)).filter(is_even).sum())
+}
+
+/// Counts of events by key.
+pub type Counts = HashMap<u64, u64>;
+
+/// Adds one event to its key's count (the reducer every `partition_reduce` uses).
+pub fn count(counts: &mut Counts, x: u64) {
+    *counts.entry(key(&x)).or_insert(0) += 1;
+}
+
+/// `partition_reduce` as a flow: one source reading `data`, partitioned by [`key`] over one
+/// stage per core, each counting its keys in a `HashMap` and emitting the `(key, count)`
+/// pairs when its input is done. Returns every pair.
+///
+/// # Panics
+///
+/// Outside a tokio runtime, or if the flow fails.
+pub async fn flow_partition_reduce(data: Arc<Vec<u64>>) -> Vec<(u64, u64)> {
+    flow::Flow::from_iter(shared_iter(data))
+        .partition(flow::Partition::by_key(key))
+        .reduce(Counts::new, count)
+        .emit_events()
+        .collect()
+        .await
+        .expect("the flow runs")
+}
+
+/// `partition_reduce` with rayon's idiom for a parallel group-count, on `pool`: each task
+/// folds its share into its own `HashMap`, and the maps are merged pairwise.
+pub fn rayon_partition_reduce(pool: &rayon::ThreadPool, data: &[u64]) -> Counts {
+    pool.install(|| {
+        data.par_iter()
+            .fold(Counts::new, |mut counts, &x| {
+                count(&mut counts, x);
+                counts
+            })
+            .reduce(Counts::new, |a, b| {
+                if a.len() >= b.len() {
+                    merge_counts(a, b)
+                } else {
+                    merge_counts(b, a)
+                }
+            })
+    })
+}
+
+/// Adds the counts of `from` into `into`.
+fn merge_counts(mut into: Counts, from: Counts) -> Counts {
+    for (k, n) in from {
+        *into.entry(k).or_insert(0) += n;
+    }
+    into
+}
+
+/// `partition_reduce` as a plain loop on one thread.
+pub fn sequential_partition_reduce(data: &[u64]) -> Counts {
+    let mut counts = Counts::new();
+    for &x in data {
+        count(&mut counts, x);
+    }
+    counts
+}
+
+/// Checks `(key, count)` pairs from `partition_reduce` over `0..total`: every key of
+/// `0..KEYS` exactly once, with its exact count.
+///
+/// # Panics
+///
+/// If they are not.
+pub fn check_counts(total: u64, pairs: impl IntoIterator<Item = (u64, u64)>) {
+    let mut pairs: Vec<(u64, u64)> = pairs.into_iter().collect();
+    pairs.sort_unstable();
+    let expected: Vec<(u64, u64)> = (0..KEYS)
+        .map(|k| (k, total / KEYS + u64::from(k < total % KEYS)))
+        .collect();
+    assert_eq!(pairs, expected, "counts by key");
+}
+
+/// A rayon pool with 2 threads, the pool every rayon baseline uses (like [`runtime`]'s 2
+/// workers).
+///
+/// # Panics
+///
+/// If the pool cannot be built.
+pub fn rayon_pool() -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .expect("build the rayon pool")
 }

