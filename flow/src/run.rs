@@ -22,6 +22,20 @@ impl<T: Send + 'static> Flow<T> {
     /// # Errors
     ///
     /// An invalid option, or no tokio runtime.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures::StreamExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut stream = flow::Flow::from_iter(1..=1_000_000u64).stages(1).into_stream().unwrap();
+    /// let first: Vec<u64> = stream.by_ref().take(3).collect().await;
+    /// assert_eq!(first, [1, 2, 3]);
+    /// drop(stream); // stops the flow
+    /// # }
+    /// ```
     pub fn into_stream(self) -> Result<FlowStream<T>, Error> {
         let stages = Stages::default();
         let producers = self.start(demand(), &stages)?;
@@ -80,6 +94,19 @@ impl<T: Send + 'static> Flow<T> {
     /// # Errors
     ///
     /// As [`collect`](Flow::collect).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flow::ErrorKind;
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// // A panic in a closure fails the flow instead of hanging it.
+    /// let failed = flow::Flow::from_iter(0..10).map(|x| if x == 7 { panic!("seven") } else { x }).run().await;
+    /// assert!(matches!(failed.unwrap_err().kind(), ErrorKind::Failed(_)));
+    /// # }
+    /// ```
     pub async fn run(self) -> Result<(), Error> {
         let mut stream = self.into_stream()?;
         while stream.inner.next_batch().await.is_some() {}
@@ -111,6 +138,16 @@ impl<T: Send + 'static> Flow<T> {
     /// # Panics
     ///
     /// Outside a tokio runtime.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let running = flow::Flow::from_iter(0..100).map(|x| x * 2).spawn();
+    /// assert!(running.join().await.is_ok());
+    /// # }
+    /// ```
     pub fn spawn(self) -> FlowHandle {
         FlowHandle(tokio::spawn(self.run()))
     }
@@ -121,6 +158,36 @@ impl<T: Send + 'static> Flow<T> {
     /// # Errors
     ///
     /// An invalid option, or a subscription that fails.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stage::{CancelMode, Consumer, Context, ReplyTo, SubscribeOptions, SubscriptionId};
+    ///
+    /// struct Count(usize);
+    ///
+    /// impl Consumer for Count {
+    ///     type In = u32;
+    ///     type Call = ();
+    ///     type Reply = usize;
+    ///     type Msg = ();
+    ///     async fn handle_events(&mut self, events: Vec<u32>, _: SubscriptionId, _: &mut Context) {
+    ///         self.0 += events.len();
+    ///     }
+    ///     async fn handle_call(&mut self, _: (), reply: ReplyTo<usize>, _: &mut Context) {
+    ///         reply.send(self.0);
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let count = stage::consumer(Count(0)).start().unwrap();
+    /// let opts = SubscribeOptions::new().cancel(CancelMode::Temporary);
+    /// flow::Flow::from_iter(0..50u32).stages(2).into_stages(&[count.clone()], opts).await.unwrap();
+    /// # for _ in 0..1000 { tokio::task::yield_now().await; }
+    /// assert_eq!(count.call(()).await, Ok(50));
+    /// # }
+    /// ```
     pub async fn into_stages<S, K>(
         self,
         consumers: &[StageHandle<S, K>],
