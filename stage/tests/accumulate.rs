@@ -7,35 +7,14 @@ mod support;
 
 use std::sync::{Arc, Mutex};
 
-use stage::{
-    CancelMode, ConsumerHandle, Context, DemandMode, Producer, ProducerHandle, Reason,
-    SubscribeOptions, SubscriptionId,
-};
-use support::{Ask, Msg, Seen, Sink, Source, batch_sizes, demands, events};
+use stage::{CancelMode, Context, DemandMode, Producer, ProducerHandle, Reason, SubscribeOptions};
+use support::{Ask, Msg, Seen, Sink, Source, batch_sizes, demand_log, events, flow, manual_sink};
 
 async fn accumulating(source: Source) -> ProducerHandle<Source> {
     stage::producer(source)
         .demand(DemandMode::Accumulate)
         .start()
         .unwrap()
-}
-
-async fn manual_sink(p: &ProducerHandle<Source>) -> (ConsumerHandle<Sink>, SubscriptionId) {
-    let c = stage::consumer(Sink::manual()).start().unwrap();
-    let id = c.subscribe(p, SubscribeOptions::new()).await.unwrap();
-    (c, id)
-}
-
-/// Barrier: the consumer forwarded its asks, the producer handled them, the consumer got the
-/// events.
-async fn flow<P: Producer>(p: &ProducerHandle<P>, c: &ConsumerHandle<Sink>) {
-    c.counters().await.unwrap();
-    p.counters().await.unwrap();
-    c.counters().await.unwrap();
-}
-
-async fn producer_demands(p: &ProducerHandle<Source>) -> Vec<usize> {
-    demands(&p.call(Ask::Log).await.unwrap())
 }
 
 #[tokio::test]
@@ -47,7 +26,7 @@ async fn accumulating_producer_never_calls_handle_demand_but_records_the_ask() {
         .await
         .unwrap();
     support::settle().await;
-    assert_eq!(producer_demands(&p).await, Vec::<usize>::new());
+    assert_eq!(demand_log(&p).await, Vec::<usize>::new());
     // The dispatcher was told: the consumer's demand is open.
     assert_eq!(p.counters().await.unwrap().consumers, [(id, 10)]);
     assert!(events(&c.call(Ask::Log).await.unwrap()).is_empty());
@@ -90,7 +69,7 @@ async fn events_logged_while_accumulating_are_not_subject_to_buffer_size() {
     );
     assert_eq!(p.counters().await.unwrap().dropped, 0);
     // The logged ask was replayed after the logged events.
-    assert_eq!(producer_demands(&p).await, [5]);
+    assert_eq!(demand_log(&p).await, [5]);
 }
 
 #[tokio::test]
@@ -102,9 +81,9 @@ async fn separate_asks_are_replayed_as_separate_handle_demand_calls() {
     c1.subscribe(&p, opts.clone()).await.unwrap();
     c2.subscribe(&p, opts).await.unwrap();
     p.counters().await.unwrap();
-    assert_eq!(producer_demands(&p).await, Vec::<usize>::new());
+    assert_eq!(demand_log(&p).await, Vec::<usize>::new());
     p.set_demand(DemandMode::Forward).unwrap();
-    assert_eq!(producer_demands(&p).await, [2, 2]);
+    assert_eq!(demand_log(&p).await, [2, 2]);
 }
 
 #[tokio::test]
@@ -115,7 +94,7 @@ async fn two_asks_from_one_consumer_are_replayed_separately() {
     c.ask(id, 4).unwrap();
     flow(&p, &c).await;
     p.set_demand(DemandMode::Forward).unwrap();
-    assert_eq!(producer_demands(&p).await, [3, 4]);
+    assert_eq!(demand_log(&p).await, [3, 4]);
 }
 
 #[tokio::test]
@@ -138,7 +117,7 @@ async fn forward_replays_the_log_in_order_events_and_demand_interleaved() {
         c.call(Ask::Log).await.unwrap(),
         [Seen::Events(id, vec![1, 2])]
     );
-    assert_eq!(producer_demands(&p).await, [2]);
+    assert_eq!(demand_log(&p).await, [2]);
     assert_eq!(p.buffered().await.unwrap(), 4);
 
     c.ask(id, 4).unwrap();
@@ -147,7 +126,7 @@ async fn forward_replays_the_log_in_order_events_and_demand_interleaved() {
         c.call(Ask::Log).await.unwrap(),
         [Seen::Events(id, vec![100, 101, 3, 4])]
     );
-    assert_eq!(producer_demands(&p).await, Vec::<usize>::new());
+    assert_eq!(demand_log(&p).await, Vec::<usize>::new());
 }
 
 #[tokio::test]
@@ -165,10 +144,10 @@ async fn ask_while_accumulating_takes_from_the_buffer_first_and_logs_only_the_re
         c.call(Ask::Log).await.unwrap()[1..],
         [Seen::Events(id, vec![1, 2, 3])]
     );
-    assert_eq!(producer_demands(&p).await, Vec::<usize>::new());
+    assert_eq!(demand_log(&p).await, Vec::<usize>::new());
 
     p.set_demand(DemandMode::Forward).unwrap();
-    assert_eq!(producer_demands(&p).await, [2]);
+    assert_eq!(demand_log(&p).await, [2]);
     c.counters().await.unwrap();
     assert_eq!(events(&c.call(Ask::Log).await.unwrap()), [100, 101]);
 }
@@ -183,7 +162,7 @@ async fn ask_fully_met_by_the_buffer_while_accumulating_logs_nothing() {
     flow(&p, &c).await;
     assert_eq!(events(&c.call(Ask::Log).await.unwrap()), [1, 2]);
     p.set_demand(DemandMode::Forward).unwrap();
-    assert_eq!(producer_demands(&p).await, Vec::<usize>::new());
+    assert_eq!(demand_log(&p).await, Vec::<usize>::new());
     assert_eq!(p.buffered().await.unwrap(), 1);
 }
 
@@ -259,9 +238,9 @@ async fn accumulate_while_accumulating_keeps_the_existing_log() {
         .await
         .unwrap();
     p.set_demand(DemandMode::Accumulate).unwrap();
-    assert_eq!(producer_demands(&p).await, Vec::<usize>::new());
+    assert_eq!(demand_log(&p).await, Vec::<usize>::new());
     p.set_demand(DemandMode::Forward).unwrap();
-    assert_eq!(producer_demands(&p).await, [2, 3]);
+    assert_eq!(demand_log(&p).await, [2, 3]);
 }
 
 #[tokio::test]
@@ -271,17 +250,17 @@ async fn forward_while_forwarding_is_a_no_op() {
     c.subscribe(&p, SubscribeOptions::new().max_demand(4))
         .await
         .unwrap();
-    assert_eq!(producer_demands(&p).await, [4]);
+    assert_eq!(demand_log(&p).await, [4]);
     p.set_demand(DemandMode::Forward).unwrap();
     p.set_demand(DemandMode::Forward).unwrap();
-    assert_eq!(producer_demands(&p).await, Vec::<usize>::new());
+    assert_eq!(demand_log(&p).await, Vec::<usize>::new());
     // Still forwarding: new events and asks flow as usual.
     p.cast(Msg::Emit(vec![1, 2, 3, 4])).unwrap();
     p.counters().await.unwrap();
     c.counters().await.unwrap();
     assert_eq!(events(&c.call(Ask::Log).await.unwrap()), [1, 2, 3, 4]);
     // Two batches of max - min = 2, each refilling with 2.
-    assert_eq!(producer_demands(&p).await, [2, 2]);
+    assert_eq!(demand_log(&p).await, [2, 2]);
 }
 
 #[tokio::test]
@@ -292,9 +271,9 @@ async fn switching_to_forward_twice_replays_the_log_once() {
     flow(&p, &c).await;
     p.set_demand(DemandMode::Forward).unwrap();
     p.set_demand(DemandMode::Forward).unwrap();
-    assert_eq!(producer_demands(&p).await, [4]);
+    assert_eq!(demand_log(&p).await, [4]);
     p.set_demand(DemandMode::Forward).unwrap();
-    assert_eq!(producer_demands(&p).await, Vec::<usize>::new());
+    assert_eq!(demand_log(&p).await, Vec::<usize>::new());
 }
 
 #[tokio::test]
@@ -306,11 +285,11 @@ async fn accumulate_can_be_switched_on_at_run_time() {
     flow(&p, &c).await;
     p.cast(Msg::Emit(vec![1])).unwrap();
     p.counters().await.unwrap();
-    assert_eq!(producer_demands(&p).await, Vec::<usize>::new());
+    assert_eq!(demand_log(&p).await, Vec::<usize>::new());
     assert!(events(&c.call(Ask::Log).await.unwrap()).is_empty());
     p.set_demand(DemandMode::Forward).unwrap();
     p.counters().await.unwrap();
-    assert_eq!(producer_demands(&p).await, [4]);
+    assert_eq!(demand_log(&p).await, [4]);
     assert_eq!(events(&c.call(Ask::Log).await.unwrap()), [1]);
 }
 
@@ -332,7 +311,7 @@ async fn accumulate_then_forward_lets_every_consumer_subscribe_before_anything_f
     p.set_demand(DemandMode::Forward).unwrap();
     p.counters().await.unwrap();
     // One handle_demand(5) per logged ask; each consumer gets one full batch.
-    assert_eq!(producer_demands(&p).await, [5, 5]);
+    assert_eq!(demand_log(&p).await, [5, 5]);
     let l1 = c1.call(Ask::Log).await.unwrap();
     let l2 = c2.call(Ask::Log).await.unwrap();
     assert_eq!(batch_sizes(&l1), [5]);

@@ -8,64 +8,13 @@ mod support;
 
 use std::cell::RefCell;
 use std::fmt;
-use std::future::Future;
 use std::sync::Once;
-use std::time::Duration;
 
-use stage::{
-    AsProducer, ConsumerHandle, Context, Keep, Kind, Producer, Reason, ReplyTo, StageHandle,
-    SubscribeOptions, SubscriptionId,
+use stage::{Context, Keep, Producer, Reason, ReplyTo, SubscribeOptions};
+use support::{
+    Ask, Msg, Sink, Source, Through, ask, batches, demands, events, infos, manual_sink, settle,
+    within,
 };
-use support::{Ask, Msg, Seen, Sink, Source, Through, demands, events, settle};
-
-async fn within<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(2), f)
-        .await
-        .expect("timed out: a stage hung")
-}
-
-/// A manual sink subscribed to `p`, with its subscription.
-async fn manual_sink(p: &impl AsProducer<u64>) -> (ConsumerHandle<Sink>, SubscriptionId) {
-    let c = stage::consumer(Sink::manual()).start().unwrap();
-    let id = within(c.subscribe(p, SubscribeOptions::new()))
-        .await
-        .unwrap();
-    (c, id)
-}
-
-/// Asks `n` more on a manual subscription; returns once the producer has handled the ask.
-async fn ask<S: Send + 'static, K: Kind<S>>(
-    c: &ConsumerHandle<Sink>,
-    id: SubscriptionId,
-    n: usize,
-    p: &StageHandle<S, K>,
-) {
-    c.ask(id, n).unwrap();
-    c.counters().await.unwrap();
-    p.counters().await.unwrap();
-}
-
-/// The event batches a sink received since last asked, one per message.
-async fn batches(c: &ConsumerHandle<Sink>) -> Vec<Vec<u64>> {
-    c.call(Ask::Log)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|s| match s {
-            Seen::Events(_, e) => Some(e),
-            _ => None,
-        })
-        .collect()
-}
-
-fn infos(log: &[Seen<u64>]) -> Vec<Msg<u64>> {
-    log.iter()
-        .filter_map(|s| match s {
-            Seen::Info(m) => Some(m.clone()),
-            _ => None,
-        })
-        .collect()
-}
 
 /// A producer that emits what it is cast and records each `format_discarded` call.
 #[derive(Debug, Default)]

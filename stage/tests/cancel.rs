@@ -9,22 +9,14 @@
 
 mod support;
 
-use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use stage::{
     CallError, Cancel, CancelKind, CancelMode, Consumer, ConsumerHandle, Context, DemandDispatcher,
     Dispatcher, Peer, Producer, ProducerHandle, Reason, ReplyTo, SubscribeError, SubscribeOptions,
     SubscriptionId,
 };
-use support::{Ask, Msg, Seen, Sink, Source, Through, events, settle};
-
-async fn within<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(2), f)
-        .await
-        .expect("timed out: a stage hung")
-}
+use support::{Ask, Msg, Seen, Sink, Source, Through, events, settle, within};
 
 /// What a [`Recorder`] saw, kept outside the stage so it can be read after the stage exits.
 #[derive(Clone, Debug, PartialEq, Eq)]

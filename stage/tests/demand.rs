@@ -13,7 +13,7 @@ use stage::{
     Consumer, ConsumerHandle, Context, Dispatcher, ProducerHandle, SubscribeError,
     SubscribeOptions, SubscriptionId,
 };
-use support::{Ask, Msg, Seen, Sink, Source, batch_sizes, demands, events};
+use support::{Ask, Msg, Sink, Source, batch_sizes, batches_of, demand_log, events};
 use tokio::sync::Semaphore;
 
 /// A silent producer and an automatic consumer subscribed to it with `opts`.
@@ -34,24 +34,10 @@ async fn flow<S: Consumer>(p: &ProducerHandle<Source>, c: &ConsumerHandle<S>) {
     p.counters().await.unwrap();
 }
 
-async fn producer_demands(p: &ProducerHandle<Source>) -> Vec<usize> {
-    demands(&p.call(Ask::Log).await.unwrap())
-}
-
-/// The batches of one subscription in a consumer log.
-fn batches_of(log: &[Seen<u64>], id: SubscriptionId) -> Vec<Vec<u64>> {
-    log.iter()
-        .filter_map(|s| match s {
-            Seen::Events(from, e) if *from == id => Some(e.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn subscription_starts_with_an_ask_of_max_demand() {
     let (p, c, id) = pair(SubscribeOptions::new().max_demand(40)).await;
-    assert_eq!(producer_demands(&p).await, [40]);
+    assert_eq!(demand_log(&p).await, [40]);
     let counters = c.counters().await.unwrap();
     assert_eq!(
         counters.producers,
@@ -63,40 +49,40 @@ async fn subscription_starts_with_an_ask_of_max_demand() {
 #[tokio::test]
 async fn defaults_max_1000_min_500_cut_1000_events_into_two_batches_each_asking_500() {
     let (p, c, id) = pair(SubscribeOptions::new()).await;
-    assert_eq!(producer_demands(&p).await, [1000]);
+    assert_eq!(demand_log(&p).await, [1000]);
     p.cast(Msg::Emit((0..1000).collect())).unwrap();
     flow(&p, &c).await;
     let log = c.call(Ask::Log).await.unwrap();
     assert_eq!(batch_sizes(&log), [500, 500]);
     assert_eq!(batches_of(&log, id).concat(), (0..1000).collect::<Vec<_>>());
-    assert_eq!(producer_demands(&p).await, [500, 500]);
+    assert_eq!(demand_log(&p).await, [500, 500]);
     assert_eq!(c.counters().await.unwrap().producers, [(id, 1000)]);
 }
 
 #[tokio::test]
 async fn max_100_min_80_gives_batches_of_20_each_asking_20() {
     let (p, c, id) = pair(SubscribeOptions::new().max_demand(100).min_demand(80)).await;
-    assert_eq!(producer_demands(&p).await, [100]);
+    assert_eq!(demand_log(&p).await, [100]);
     p.cast(Msg::Emit((0..100).collect())).unwrap();
     flow(&p, &c).await;
     let log = c.call(Ask::Log).await.unwrap();
     assert_eq!(batch_sizes(&log), [20; 5]);
     assert_eq!(batches_of(&log, id).concat(), (0..100).collect::<Vec<_>>());
-    assert_eq!(producer_demands(&p).await, [20; 5]);
+    assert_eq!(demand_log(&p).await, [20; 5]);
     assert_eq!(c.counters().await.unwrap().producers, [(id, 100)]);
 }
 
 #[tokio::test]
 async fn max_100_min_20_asks_80_then_nothing_then_100_for_a_whole_80_batch() {
     let (p, c, id) = pair(SubscribeOptions::new().max_demand(100).min_demand(20)).await;
-    assert_eq!(producer_demands(&p).await, [100]);
+    assert_eq!(demand_log(&p).await, [100]);
 
     p.cast(Msg::Emit((0..100).collect())).unwrap();
     flow(&p, &c).await;
     let log = c.call(Ask::Log).await.unwrap();
     assert_eq!(batch_sizes(&log), [80, 20]);
     // [0..80) refills (diff 20 <= min) with 80; [80..100) leaves diff 80 > 20: no ask.
-    assert_eq!(producer_demands(&p).await, [80]);
+    assert_eq!(demand_log(&p).await, [80]);
     assert_eq!(c.counters().await.unwrap().producers, [(id, 80)]);
 
     p.cast(Msg::Emit((100..180).collect())).unwrap();
@@ -104,20 +90,20 @@ async fn max_100_min_20_asks_80_then_nothing_then_100_for_a_whole_80_batch() {
     let log = c.call(Ask::Log).await.unwrap();
     assert_eq!(batches_of(&log, id), [(100..180).collect::<Vec<_>>()]);
     // One batch of 80: diff 0, so it asks max - 0 = 100.
-    assert_eq!(producer_demands(&p).await, [100]);
+    assert_eq!(demand_log(&p).await, [100]);
     assert_eq!(c.counters().await.unwrap().producers, [(id, 100)]);
 }
 
 #[tokio::test]
 async fn max_1000_min_750_third_100_event_message_asks_300_not_250() {
     let (p, c, id) = pair(SubscribeOptions::new().max_demand(1000).min_demand(750)).await;
-    assert_eq!(producer_demands(&p).await, [1000]);
+    assert_eq!(demand_log(&p).await, [1000]);
     let mut asks_after = Vec::new();
     for k in 0..4u64 {
         p.cast(Msg::Emit((k * 100..(k + 1) * 100).collect()))
             .unwrap();
         flow(&p, &c).await;
-        asks_after.push(producer_demands(&p).await);
+        asks_after.push(demand_log(&p).await);
     }
     let expected: [Vec<usize>; 4] = [vec![], vec![], vec![300], vec![]];
     assert_eq!(asks_after, expected);
@@ -131,7 +117,7 @@ async fn max_1000_min_750_third_100_event_message_asks_300_not_250() {
 async fn batches_are_cut_from_the_start_of_each_message_and_never_span_messages() {
     // Batch limit 10 - 4 = 6.
     let (p, c, _) = pair(SubscribeOptions::new().max_demand(10).min_demand(4)).await;
-    assert_eq!(producer_demands(&p).await, [10]);
+    assert_eq!(demand_log(&p).await, [10]);
     p.cast(Msg::Emit(vec![1, 2, 3])).unwrap();
     flow(&p, &c).await;
     p.cast(Msg::Emit(vec![4, 5, 6, 7, 8, 9, 10])).unwrap();
@@ -141,34 +127,34 @@ async fn batches_are_cut_from_the_start_of_each_message_and_never_span_messages(
     assert_eq!(batch_sizes(&log), [3, 6, 1]);
     assert_eq!(events(&log), (1..=10).collect::<Vec<_>>());
     // [1,2,3]: credit 7 > 4, no ask. [4..=9]: 7 - 6 = 1 <= 4, ask 9. [10]: 9 > 4, no ask.
-    assert_eq!(producer_demands(&p).await, [9]);
+    assert_eq!(demand_log(&p).await, [9]);
 }
 
 #[tokio::test]
 async fn small_messages_are_not_aggregated_into_bigger_batches() {
     let (p, c, _) = pair(SubscribeOptions::new()).await;
-    assert_eq!(producer_demands(&p).await, [1000]);
+    assert_eq!(demand_log(&p).await, [1000]);
     p.cast(Msg::Emit(vec![1, 2, 3])).unwrap();
     p.cast(Msg::Emit(vec![4, 5])).unwrap();
     flow(&p, &c).await;
     let log = c.call(Ask::Log).await.unwrap();
     assert_eq!(batch_sizes(&log), [3, 2]);
     assert_eq!(events(&log), [1, 2, 3, 4, 5]);
-    assert_eq!(producer_demands(&p).await, Vec::<usize>::new());
+    assert_eq!(demand_log(&p).await, Vec::<usize>::new());
 }
 
 #[tokio::test]
 async fn refill_happens_exactly_when_credit_reaches_min_demand() {
     // Batch limit 5; min 5. Messages of 4 then 1: the first leaves credit 6 (> 5), the second 5.
     let (p, c, id) = pair(SubscribeOptions::new().max_demand(10).min_demand(5)).await;
-    assert_eq!(producer_demands(&p).await, [10]);
+    assert_eq!(demand_log(&p).await, [10]);
     p.cast(Msg::Emit(vec![1, 2, 3, 4])).unwrap();
     flow(&p, &c).await;
-    assert_eq!(producer_demands(&p).await, Vec::<usize>::new());
+    assert_eq!(demand_log(&p).await, Vec::<usize>::new());
     assert_eq!(c.counters().await.unwrap().producers, [(id, 6)]);
     p.cast(Msg::Emit(vec![5])).unwrap();
     flow(&p, &c).await;
-    assert_eq!(producer_demands(&p).await, [5]);
+    assert_eq!(demand_log(&p).await, [5]);
     assert_eq!(c.counters().await.unwrap().producers, [(id, 10)]);
 }
 
@@ -176,20 +162,20 @@ async fn refill_happens_exactly_when_credit_reaches_min_demand() {
 async fn default_min_demand_is_half_of_max_rounded_down() {
     // max 7: min 3, batch limit 4.
     let (p, c, id) = pair(SubscribeOptions::new().max_demand(7)).await;
-    assert_eq!(producer_demands(&p).await, [7]);
+    assert_eq!(demand_log(&p).await, [7]);
     p.cast(Msg::Emit((0..7).collect())).unwrap();
     flow(&p, &c).await;
     let log = c.call(Ask::Log).await.unwrap();
     assert_eq!(batch_sizes(&log), [4, 3]);
     // [0..4): diff 3 <= 3, ask 4. [4..7): diff 4 > 3, no ask.
-    assert_eq!(producer_demands(&p).await, [4]);
+    assert_eq!(demand_log(&p).await, [4]);
     assert_eq!(c.counters().await.unwrap().producers, [(id, 4)]);
 }
 
 #[tokio::test]
 async fn max_demand_1_means_min_0_one_event_at_a_time_with_an_ask_after_each() {
     let (p, c, id) = pair(SubscribeOptions::new().max_demand(1)).await;
-    assert_eq!(producer_demands(&p).await, [1]);
+    assert_eq!(demand_log(&p).await, [1]);
     p.cast(Msg::Emit(vec![10, 11, 12])).unwrap();
     for _ in 0..3 {
         flow(&p, &c).await;
@@ -198,7 +184,7 @@ async fn max_demand_1_means_min_0_one_event_at_a_time_with_an_ask_after_each() {
     assert_eq!(batches_of(&log, id), [vec![10], vec![11], vec![12]]);
     // Three asks of 1 reached the producer: two drained the buffer, the third found it empty
     // and went to handle_demand.
-    assert_eq!(producer_demands(&p).await, [1]);
+    assert_eq!(demand_log(&p).await, [1]);
     let pc = p.counters().await.unwrap();
     assert_eq!(pc.buffered, 0);
     assert_eq!(pc.consumers, [(id, 1)]);
@@ -235,7 +221,7 @@ async fn ask_is_sent_only_after_the_batch_has_been_handled() {
     c.subscribe(&p, SubscribeOptions::new().max_demand(10).min_demand(5))
         .await
         .unwrap();
-    assert_eq!(producer_demands(&p).await, [10]);
+    assert_eq!(demand_log(&p).await, [10]);
 
     p.cast(Msg::Emit((0..10).collect())).unwrap();
     support::settle().await;
@@ -245,7 +231,7 @@ async fn ask_is_sent_only_after_the_batch_has_been_handled() {
         "first batch is being handled"
     );
     assert_eq!(
-        producer_demands(&p).await,
+        demand_log(&p).await,
         Vec::<usize>::new(),
         "no ask while the batch is still in handle_events"
     );
@@ -254,7 +240,7 @@ async fn ask_is_sent_only_after_the_batch_has_been_handled() {
     support::settle().await;
     assert_eq!(*batches.lock().unwrap(), [5, 5]);
     assert_eq!(
-        producer_demands(&p).await,
+        demand_log(&p).await,
         [5],
         "first batch done: its ask went out"
     );
@@ -262,7 +248,7 @@ async fn ask_is_sent_only_after_the_batch_has_been_handled() {
     gate.add_permits(1);
     support::settle().await;
     assert_eq!(
-        producer_demands(&p).await,
+        demand_log(&p).await,
         [5],
         "second batch done: its ask went out"
     );
@@ -281,17 +267,17 @@ async fn ask_for_a_single_batch_message_is_sent_only_after_it_has_been_handled()
     c.subscribe(&p, SubscribeOptions::new().max_demand(10).min_demand(5))
         .await
         .unwrap();
-    assert_eq!(producer_demands(&p).await, [10]);
+    assert_eq!(demand_log(&p).await, [10]);
 
     // Five events: one batch that brings the credit to min, so it refills with 5.
     p.cast(Msg::Emit((0..5).collect())).unwrap();
     support::settle().await;
     assert_eq!(*batches.lock().unwrap(), [5]);
-    assert_eq!(producer_demands(&p).await, Vec::<usize>::new());
+    assert_eq!(demand_log(&p).await, Vec::<usize>::new());
 
     gate.add_permits(1);
     support::settle().await;
-    assert_eq!(producer_demands(&p).await, [5]);
+    assert_eq!(demand_log(&p).await, [5]);
 }
 
 /// A dispatcher that ignores demand and sends everything to its first consumer, to make a
@@ -354,7 +340,7 @@ async fn events_in_excess_of_demand_are_still_handled_but_only_real_credit_count
         .subscribe(&p, SubscribeOptions::new().max_demand(10).min_demand(5))
         .await
         .unwrap();
-    assert_eq!(producer_demands(&p).await, [10]);
+    assert_eq!(demand_log(&p).await, [10]);
 
     // 12 events against a credit of 10: batches 5, 5, 2.
     p.cast(Msg::Emit((0..12).collect())).unwrap();
@@ -364,6 +350,6 @@ async fn events_in_excess_of_demand_are_still_handled_but_only_real_credit_count
     assert_eq!(batches_of(&log, id).concat(), (0..12).collect::<Vec<_>>());
     // Batches 1 and 2 each refill with 5. Batch 3 is all excess: it counts as 0, leaving the
     // refilled credit of 10 (> min), so no ask; credit never goes negative.
-    assert_eq!(producer_demands(&p).await, [5, 5]);
+    assert_eq!(demand_log(&p).await, [5, 5]);
     assert_eq!(c.counters().await.unwrap().producers, [(id, 10)]);
 }

@@ -9,38 +9,20 @@
 
 mod support;
 
-use std::future::Future;
-use std::time::Duration;
-
 use stage::{
-    BroadcastDispatcher, Cancel, CancelKind, CancelMode, ConsumerHandle, Counters, DemandMode,
-    Kind, Peer, ProducerHandle, Reason, StageHandle, SubscribeError, SubscribeOptions,
-    SubscriptionId,
+    BroadcastDispatcher, Cancel, CancelKind, CancelMode, ConsumerHandle, DemandMode, Peer,
+    ProducerHandle, Reason, SubscribeError, SubscribeOptions, SubscriptionId,
 };
-use support::{Ask, Msg, Seen, Sink, Source, demands, events, settle};
-
-async fn within<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(5), f)
-        .await
-        .expect("timed out: a stage hung")
-}
+use support::{
+    Ask, Msg, Seen, Sink, Source, ask_settled, batches, demand_log, demands, emit_settled, idle,
+    manual, range, received, settle, within,
+};
 
 fn broadcast(source: Source) -> ProducerHandle<Source> {
     stage::producer(source)
         .dispatcher(BroadcastDispatcher::new())
         .start()
         .unwrap()
-}
-
-/// A manual consumer subscribed at run time; returns once the producer has accepted it.
-async fn manual(
-    p: &ProducerHandle<Source>,
-    opts: SubscribeOptions,
-) -> (ConsumerHandle<Sink>, SubscriptionId) {
-    let c = stage::consumer(Sink::manual()).start().unwrap();
-    let id = within(c.subscribe(p, opts)).await.unwrap();
-    p.counters().await.unwrap();
-    (c, id)
 }
 
 /// An automatic consumer subscribed at run time; returns once its first ask has been handled.
@@ -59,61 +41,6 @@ fn max(n: usize) -> SubscribeOptions {
     SubscribeOptions::new().max_demand(n)
 }
 
-/// Asks `n` more on a manual subscription; returns once the producer has handled the ask and
-/// the pipeline is idle.
-async fn ask(c: &ConsumerHandle<Sink>, id: SubscriptionId, n: usize, p: &ProducerHandle<Source>) {
-    c.ask(id, n).unwrap();
-    c.counters().await.unwrap();
-    p.counters().await.unwrap();
-    settle().await;
-}
-
-/// Emits `events` and returns once the producer has dispatched them and the pipeline is idle.
-async fn emit(p: &ProducerHandle<Source>, events: Vec<u64>) {
-    p.cast(Msg::Emit(events)).unwrap();
-    p.counters().await.unwrap();
-    settle().await;
-}
-
-/// Lets the stages run until `h`'s counters stop changing.
-async fn idle<S, K: Kind<S>>(h: &StageHandle<S, K>) {
-    within(async {
-        let mut last: Option<Counters> = None;
-        loop {
-            settle().await;
-            let now = h.counters().await.unwrap();
-            if last.as_ref() == Some(&now) {
-                return;
-            }
-            last = Some(now);
-        }
-    })
-    .await;
-}
-
-/// The event messages a sink received since last asked.
-async fn batches(c: &ConsumerHandle<Sink>) -> Vec<Vec<u64>> {
-    c.call(Ask::Log)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|s| match s {
-            Seen::Events(_, e) => Some(e),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The events a sink received since last asked.
-async fn received(c: &ConsumerHandle<Sink>) -> Vec<u64> {
-    events(&c.call(Ask::Log).await.unwrap())
-}
-
-/// The demands the producer's `handle_demand` saw since last asked.
-async fn demand_log(p: &ProducerHandle<Source>) -> Vec<usize> {
-    demands(&p.call(Ask::Log).await.unwrap())
-}
-
 /// The outstanding demand the producer holds for `id`.
 async fn outstanding(p: &ProducerHandle<Source>, id: SubscriptionId) -> Option<usize> {
     let counters = p.counters().await.unwrap();
@@ -122,10 +49,6 @@ async fn outstanding(p: &ProducerHandle<Source>, id: SubscriptionId) -> Option<u
         .iter()
         .find(|(c, _)| *c == id)
         .map(|&(_, d)| d)
-}
-
-fn range(r: std::ops::Range<u64>) -> Vec<u64> {
-    r.collect()
 }
 
 fn rejections(log: &[Seen<u64>]) -> usize {
@@ -151,9 +74,9 @@ async fn rule3_4_every_consumer_gets_every_event_and_the_rest_is_buffered() {
     let p = broadcast(Source::silent());
     let (a, a_id) = manual(&p, SubscribeOptions::new()).await;
     let (b, b_id) = manual(&p, SubscribeOptions::new()).await;
-    ask(&a, a_id, 3, &p).await;
-    ask(&b, b_id, 3, &p).await;
-    emit(&p, vec![1, 2, 3, 4, 5]).await;
+    ask_settled(&a, a_id, 3, &p).await;
+    ask_settled(&b, b_id, 3, &p).await;
+    emit_settled(&p, vec![1, 2, 3, 4, 5]).await;
     assert_eq!(batches(&a).await, vec![vec![1, 2, 3]]);
     assert_eq!(batches(&b).await, vec![vec![1, 2, 3]]);
     assert_eq!(p.buffered().await.unwrap(), 2, "[4, 5] wait for demand");
@@ -163,9 +86,9 @@ async fn rule3_4_every_consumer_gets_every_event_and_the_rest_is_buffered() {
         "3 events sent to each of 2 consumers"
     );
 
-    ask(&a, a_id, 5, &p).await;
+    ask_settled(&a, a_id, 5, &p).await;
     assert_eq!(batches(&a).await, Vec::<Vec<u64>>::new(), "b has not asked");
-    ask(&b, b_id, 2, &p).await;
+    ask_settled(&b, b_id, 2, &p).await;
     assert_eq!(batches(&a).await, vec![vec![4, 5]]);
     assert_eq!(batches(&b).await, vec![vec![4, 5]]);
     assert_eq!(p.buffered().await.unwrap(), 0);
@@ -183,8 +106,8 @@ async fn automatic_consumers_each_receive_the_whole_stream_in_order() {
         .start()
         .unwrap();
     settle().await;
-    emit(&p, range(0..25)).await;
-    emit(&p, range(25..40)).await;
+    emit_settled(&p, range(0..25)).await;
+    emit_settled(&p, range(25..40)).await;
     idle(&p).await;
     assert_eq!(received(&a).await, range(0..40));
     assert_eq!(received(&b).await, range(0..40));
@@ -196,11 +119,11 @@ async fn rule1_upstream_demand_follows_the_least_demand() {
     let p = broadcast(Source::silent());
     let (a, a_id) = manual(&p, SubscribeOptions::new()).await;
     let (b, b_id) = manual(&p, SubscribeOptions::new()).await;
-    ask(&a, a_id, 10, &p).await;
+    ask_settled(&a, a_id, 10, &p).await;
     assert_eq!(demand_log(&p).await, Vec::<usize>::new(), "b asked nothing");
-    ask(&b, b_id, 4, &p).await;
-    ask(&b, b_id, 4, &p).await;
-    ask(&b, b_id, 4, &p).await;
+    ask_settled(&b, b_id, 4, &p).await;
+    ask_settled(&b, b_id, 4, &p).await;
+    ask_settled(&b, b_id, 4, &p).await;
     assert_eq!(
         demand_log(&p).await,
         vec![4, 4, 2],
@@ -221,7 +144,7 @@ async fn rule1_a_slow_consumer_holds_a_fast_one_back() {
     assert_eq!(outstanding(&p, fast_id).await, Some(10));
     assert_eq!(outstanding(&p, slow_id).await, Some(0));
 
-    ask(&slow, slow_id, 3, &p).await;
+    ask_settled(&slow, slow_id, 3, &p).await;
     idle(&p).await;
     assert_eq!(demand_log(&p).await, vec![3]);
     assert_eq!(received(&slow).await, vec![0, 1, 2]);
@@ -231,7 +154,7 @@ async fn rule1_a_slow_consumer_holds_a_fast_one_back() {
         "the fast consumer gets no more than the slow one asked for"
     );
 
-    ask(&slow, slow_id, 10, &p).await;
+    ask_settled(&slow, slow_id, 10, &p).await;
     idle(&p).await;
     let asked: usize = demand_log(&p).await.iter().sum();
     assert_eq!(asked, 10);
@@ -248,16 +171,16 @@ async fn rule1_a_slow_consumer_holds_a_fast_one_back() {
 async fn rule1_nothing_is_requested_twice() {
     let p = broadcast(Source::silent());
     let (a, a_id) = manual(&p, SubscribeOptions::new()).await;
-    ask(&a, a_id, 5, &p).await;
+    ask_settled(&a, a_id, 5, &p).await;
     assert_eq!(demand_log(&p).await, vec![5]);
     let (b, b_id) = manual(&p, SubscribeOptions::new()).await;
-    ask(&b, b_id, 5, &p).await;
+    ask_settled(&b, b_id, 5, &p).await;
     assert_eq!(
         demand_log(&p).await,
         Vec::<usize>::new(),
         "the 5 already requested cover b too"
     );
-    emit(&p, vec![1, 2, 3, 4, 5]).await;
+    emit_settled(&p, vec![1, 2, 3, 4, 5]).await;
     assert_eq!(received(&a).await, vec![1, 2, 3, 4, 5]);
     assert_eq!(received(&b).await, vec![1, 2, 3, 4, 5]);
 }
@@ -266,20 +189,20 @@ async fn rule1_nothing_is_requested_twice() {
 async fn rule2_a_new_subscriber_blocks_broadcast_until_it_asks() {
     let p = broadcast(Source::silent());
     let (a, a_id) = manual(&p, SubscribeOptions::new()).await;
-    ask(&a, a_id, 5, &p).await;
+    ask_settled(&a, a_id, 5, &p).await;
     assert_eq!(demand_log(&p).await, vec![5]);
     let (b, b_id) = manual(&p, SubscribeOptions::new()).await;
-    emit(&p, vec![1, 2, 3]).await;
+    emit_settled(&p, vec![1, 2, 3]).await;
     assert_eq!(received(&a).await, Vec::<u64>::new(), "b has not asked yet");
     assert_eq!(p.buffered().await.unwrap(), 3);
     assert_eq!(outstanding(&p, a_id).await, Some(5), "a's demand is kept");
     assert_eq!(outstanding(&p, b_id).await, Some(0));
 
-    ask(&b, b_id, 2, &p).await;
+    ask_settled(&b, b_id, 2, &p).await;
     assert_eq!(received(&a).await, vec![1, 2]);
     assert_eq!(received(&b).await, vec![1, 2]);
     assert_eq!(p.buffered().await.unwrap(), 1);
-    ask(&b, b_id, 5, &p).await;
+    ask_settled(&b, b_id, 5, &p).await;
     assert_eq!(received(&a).await, vec![3]);
     assert_eq!(received(&b).await, vec![3]);
     assert_eq!(p.buffered().await.unwrap(), 0);
@@ -289,9 +212,9 @@ async fn rule2_a_new_subscriber_blocks_broadcast_until_it_asks() {
 async fn rule2_a_late_subscriber_gets_only_what_is_broadcast_after_it_asks() {
     let p = broadcast(Source::silent());
     let (a, _) = automatic(&p, max(10)).await;
-    emit(&p, range(0..10)).await;
+    emit_settled(&p, range(0..10)).await;
     let (b, _) = automatic(&p, max(10)).await;
-    emit(&p, range(10..20)).await;
+    emit_settled(&p, range(10..20)).await;
     idle(&p).await;
     assert_eq!(received(&a).await, range(0..20));
     assert_eq!(
@@ -340,10 +263,10 @@ async fn rule5_selectors_filter_and_give_credit_back_spec_example() {
     let pref = SubscribeOptions::new().selector(|e: &u64| e / 10 == 123);
     let (a, a_id) = manual(&p, pre).await;
     let (b, b_id) = manual(&p, pref).await;
-    ask(&a, a_id, 4, &p).await;
-    ask(&b, b_id, 4, &p).await;
+    ask_settled(&a, a_id, 4, &p).await;
+    ask_settled(&b, b_id, 4, &p).await;
     assert_eq!(demand_log(&p).await, vec![4]);
-    emit(&p, vec![1234, 1235, 1200, 9900]).await;
+    emit_settled(&p, vec![1234, 1235, 1200, 9900]).await;
     assert_eq!(received(&a).await, vec![1234, 1235, 1200]);
     assert_eq!(received(&b).await, vec![1234, 1235]);
     // a got 1 back and b 2: both can take 1 more, so 1 more is requested.
@@ -351,7 +274,7 @@ async fn rule5_selectors_filter_and_give_credit_back_spec_example() {
     assert_eq!(outstanding(&p, a_id).await, Some(1));
     assert_eq!(outstanding(&p, b_id).await, Some(2));
 
-    emit(&p, vec![1239, 5]).await;
+    emit_settled(&p, vec![1239, 5]).await;
     assert_eq!(received(&a).await, vec![1239]);
     assert_eq!(received(&b).await, vec![1239]);
     assert_eq!(p.buffered().await.unwrap(), 1);
@@ -363,9 +286,9 @@ async fn rule5_9_a_consumer_whose_selector_keeps_nothing_gets_no_message() {
     let none = SubscribeOptions::new().selector(|_: &u64| false);
     let (a, a_id) = manual(&p, none).await;
     let (b, b_id) = manual(&p, SubscribeOptions::new()).await;
-    ask(&a, a_id, 2, &p).await;
-    ask(&b, b_id, 2, &p).await;
-    emit(&p, vec![1, 2]).await;
+    ask_settled(&a, a_id, 2, &p).await;
+    ask_settled(&b, b_id, 2, &p).await;
+    emit_settled(&p, vec![1, 2]).await;
     let log = a.call(Ask::Log).await.unwrap();
     assert!(
         !log.iter().any(|s| matches!(s, Seen::Events(..))),
@@ -383,7 +306,7 @@ async fn rule5_a_selective_consumer_does_not_stall_the_others() {
     let tens = max(10).selector(|e: &u64| e % 10 == 0);
     let (fast, _) = automatic(&p, max(10)).await;
     let (picky, _) = automatic(&p, tens).await;
-    emit(&p, range(0..200)).await;
+    emit_settled(&p, range(0..200)).await;
     idle(&p).await;
     assert_eq!(received(&fast).await, range(0..200));
     assert_eq!(
@@ -408,13 +331,13 @@ async fn a_selector_over_another_event_type_is_refused_naming_the_option() {
     assert_eq!(rejections(&c.call(Ask::Log).await.unwrap()), 1);
     assert_eq!(p.counters().await.unwrap().consumers.len(), 1);
 
-    ask(&ok, ok_id, 2, &p).await;
-    emit(&p, vec![7, 8]).await;
+    ask_settled(&ok, ok_id, 2, &p).await;
+    emit_settled(&p, vec![7, 8]).await;
     assert_eq!(received(&ok).await, vec![7, 8], "the producer still serves");
     // The same consumer can subscribe again with valid options.
     within(c.subscribe(&p, max(5))).await.unwrap();
-    ask(&ok, ok_id, 5, &p).await;
-    emit(&p, vec![9]).await;
+    ask_settled(&ok, ok_id, 5, &p).await;
+    emit_settled(&p, vec![9]).await;
     assert_eq!(received(&c).await, vec![9]);
 }
 
@@ -430,8 +353,8 @@ async fn a_partition_option_is_refused_naming_the_option() {
     settle().await;
     assert!(c.is_running());
     assert!(p.is_running());
-    ask(&ok, ok_id, 1, &p).await;
-    emit(&p, vec![1]).await;
+    ask_settled(&ok, ok_id, 1, &p).await;
+    emit_settled(&p, vec![1]).await;
     assert_eq!(received(&ok).await, vec![1]);
 }
 
@@ -459,8 +382,8 @@ async fn rule6_cancelling_the_slowest_consumer_releases_demand() {
     let p = broadcast(Source::counter(0));
     let (a, a_id) = manual(&p, SubscribeOptions::new()).await;
     let (b, b_id) = manual(&p, SubscribeOptions::new().cancel(CancelMode::Temporary)).await;
-    ask(&a, a_id, 10, &p).await;
-    ask(&b, b_id, 2, &p).await;
+    ask_settled(&a, a_id, 10, &p).await;
+    ask_settled(&b, b_id, 2, &p).await;
     assert_eq!(demand_log(&p).await, vec![2]);
     assert_eq!(received(&a).await, vec![0, 1]);
     assert_eq!(received(&b).await, vec![0, 1]);
@@ -485,8 +408,8 @@ async fn rule6_a_slow_consumer_that_exits_releases_demand() {
     let p = broadcast(Source::counter(0));
     let (a, a_id) = manual(&p, SubscribeOptions::new()).await;
     let (b, b_id) = manual(&p, SubscribeOptions::new()).await;
-    ask(&a, a_id, 6, &p).await;
-    ask(&b, b_id, 1, &p).await;
+    ask_settled(&a, a_id, 6, &p).await;
+    ask_settled(&b, b_id, 1, &p).await;
     assert_eq!(received(&a).await, vec![0]);
     b.stop(Reason::Shutdown).unwrap();
     assert_eq!(within(b.join()).await, Reason::Shutdown);
@@ -505,7 +428,7 @@ async fn rule6_a_slow_consumer_that_exits_releases_demand() {
 async fn rule6_cancelling_the_last_consumer_keeps_what_was_requested() {
     let p = broadcast(Source::silent());
     let (a, a_id) = manual(&p, SubscribeOptions::new().cancel(CancelMode::Temporary)).await;
-    ask(&a, a_id, 10, &p).await;
+    ask_settled(&a, a_id, 10, &p).await;
     assert_eq!(demand_log(&p).await, vec![10]);
     a.cancel(a_id, Reason::Normal).unwrap();
     a.counters().await.unwrap();
@@ -513,13 +436,13 @@ async fn rule6_cancelling_the_last_consumer_keeps_what_was_requested() {
     assert!(p.counters().await.unwrap().consumers.is_empty());
 
     let (b, b_id) = manual(&p, SubscribeOptions::new()).await;
-    ask(&b, b_id, 10, &p).await;
+    ask_settled(&b, b_id, 10, &p).await;
     assert_eq!(
         demand_log(&p).await,
         Vec::<usize>::new(),
         "the 10 requested for a are still coming"
     );
-    emit(&p, range(0..10)).await;
+    emit_settled(&p, range(0..10)).await;
     assert_eq!(received(&b).await, range(0..10));
     assert_eq!(received(&a).await, Vec::<u64>::new());
 }
@@ -538,10 +461,10 @@ async fn rule10_fixed_buffered_events_are_broadcast_before_newer_ones() {
     // The probe of §2.9 rule 10: upstream leaves 9 buffered and sends 10 before it.
     let p = broadcast(Source::silent());
     let (c1, _) = automatic(&p, max(10).min_demand(5)).await;
-    emit(&p, vec![1, 2, 3]).await;
+    emit_settled(&p, vec![1, 2, 3]).await;
     let (c2, _) = automatic(&p, max(4).min_demand(0)).await;
-    emit(&p, range(4..10)).await;
-    emit(&p, vec![10]).await;
+    emit_settled(&p, range(4..10)).await;
+    emit_settled(&p, vec![10]).await;
     idle(&p).await;
     assert_eq!(p.buffered().await.unwrap(), 0, "nothing is stranded");
     assert_eq!(received(&c1).await, range(1..11));
@@ -553,15 +476,15 @@ async fn fifo_events_emitted_while_others_are_buffered_queue_behind_them() {
     let p = broadcast(Source::silent());
     let (a, a_id) = manual(&p, SubscribeOptions::new()).await;
     let (b, b_id) = manual(&p, SubscribeOptions::new()).await;
-    ask(&a, a_id, 2, &p).await;
-    ask(&b, b_id, 2, &p).await;
-    emit(&p, vec![1, 2, 3, 4, 5]).await;
-    emit(&p, vec![6]).await;
+    ask_settled(&a, a_id, 2, &p).await;
+    ask_settled(&b, b_id, 2, &p).await;
+    emit_settled(&p, vec![1, 2, 3, 4, 5]).await;
+    emit_settled(&p, vec![6]).await;
     assert_eq!(p.buffered().await.unwrap(), 4);
-    ask(&a, a_id, 10, &p).await;
-    ask(&b, b_id, 2, &p).await;
-    emit(&p, vec![7]).await;
-    ask(&b, b_id, 10, &p).await;
+    ask_settled(&a, a_id, 10, &p).await;
+    ask_settled(&b, b_id, 2, &p).await;
+    emit_settled(&p, vec![7]).await;
+    ask_settled(&b, b_id, 10, &p).await;
     assert_eq!(
         batches(&a).await,
         vec![vec![1, 2], vec![3, 4], vec![5, 6, 7]]
@@ -584,9 +507,9 @@ async fn difference_a_consumer_subscribed_twice_receives_everything_twice() {
         .await
         .unwrap();
     assert_ne!(first, second);
-    ask(&c, first, 3, &p).await;
-    ask(&c, second, 3, &p).await;
-    emit(&p, vec![1, 2, 3]).await;
+    ask_settled(&c, first, 3, &p).await;
+    ask_settled(&c, second, 3, &p).await;
+    emit_settled(&p, vec![1, 2, 3]).await;
     let log: Vec<_> = c
         .call(Ask::Log)
         .await

@@ -8,55 +8,10 @@ mod support;
 
 use std::cell::RefCell;
 use std::fmt;
-use std::future::Future;
 use std::sync::Once;
-use std::time::Duration;
 
-use stage::{CancelMode, ConsumerHandle, ProducerHandle, Reason, SubscribeOptions, SubscriptionId};
-use support::{Ask, Msg, Seen, Sink, Source, demands, events, settle};
-
-async fn within<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(2), f)
-        .await
-        .expect("timed out: a stage hung")
-}
-
-async fn manual_sink(
-    p: &ProducerHandle<Source>,
-    mode: CancelMode,
-) -> (ConsumerHandle<Sink>, SubscriptionId) {
-    let c = stage::consumer(Sink::manual()).start().unwrap();
-    let id = within(c.subscribe(p, SubscribeOptions::new().cancel(mode)))
-        .await
-        .unwrap();
-    (c, id)
-}
-
-/// Asks `n` more on a manual subscription; returns once the producer has handled the ask.
-async fn ask(c: &ConsumerHandle<Sink>, id: SubscriptionId, n: usize, p: &ProducerHandle<Source>) {
-    c.ask(id, n).unwrap();
-    c.counters().await.unwrap();
-    p.counters().await.unwrap();
-}
-
-/// Emits `events` and returns once the producer has dispatched them.
-async fn emit(p: &ProducerHandle<Source>, events: Vec<u64>) {
-    p.cast(Msg::Emit(events)).unwrap();
-    p.counters().await.unwrap();
-}
-
-/// The event messages a sink received since last asked.
-async fn batches(c: &ConsumerHandle<Sink>) -> Vec<Vec<u64>> {
-    c.call(Ask::Log)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|s| match s {
-            Seen::Events(_, e) => Some(e),
-            _ => None,
-        })
-        .collect()
-}
+use stage::{CancelMode, Reason, SubscribeOptions};
+use support::{Ask, Sink, Source, ask, batches, demands, emit, events, manual_sink_with, settle};
 
 thread_local! {
     static CAPTURED: RefCell<Option<Vec<String>>> = const { RefCell::new(None) };
@@ -117,8 +72,10 @@ impl tracing::Subscriber for Global {
 #[tokio::test]
 async fn rule1_2_subscribing_adds_no_demand_and_each_ask_is_forwarded_on_its_own() {
     let p = stage::producer(Source::silent()).start().unwrap();
-    let (a, a_id) = manual_sink(&p, CancelMode::Permanent).await;
-    let (b, b_id) = manual_sink(&p, CancelMode::Permanent).await;
+    let (a, a_id) =
+        manual_sink_with(&p, SubscribeOptions::new().cancel(CancelMode::Permanent)).await;
+    let (b, b_id) =
+        manual_sink_with(&p, SubscribeOptions::new().cancel(CancelMode::Permanent)).await;
     p.counters().await.unwrap();
     assert_eq!(
         demands(&p.call(Ask::Log).await.unwrap()),
@@ -136,8 +93,10 @@ async fn rule1_2_subscribing_adds_no_demand_and_each_ask_is_forwarded_on_its_own
 #[tokio::test]
 async fn rule3_the_consumer_with_the_highest_demand_gets_the_first_contiguous_slice() {
     let p = stage::producer(Source::silent()).start().unwrap();
-    let (a, a_id) = manual_sink(&p, CancelMode::Permanent).await;
-    let (b, b_id) = manual_sink(&p, CancelMode::Permanent).await;
+    let (a, a_id) =
+        manual_sink_with(&p, SubscribeOptions::new().cancel(CancelMode::Permanent)).await;
+    let (b, b_id) =
+        manual_sink_with(&p, SubscribeOptions::new().cancel(CancelMode::Permanent)).await;
     ask(&a, a_id, 3, &p).await;
     ask(&b, b_id, 2, &p).await;
     emit(&p, vec![1, 2, 3, 4, 5]).await;
@@ -148,8 +107,10 @@ async fn rule3_the_consumer_with_the_highest_demand_gets_the_first_contiguous_sl
 #[tokio::test]
 async fn rule3_demand_not_subscription_order_decides_who_goes_first() {
     let p = stage::producer(Source::silent()).start().unwrap();
-    let (a, a_id) = manual_sink(&p, CancelMode::Permanent).await;
-    let (b, b_id) = manual_sink(&p, CancelMode::Permanent).await;
+    let (a, a_id) =
+        manual_sink_with(&p, SubscribeOptions::new().cancel(CancelMode::Permanent)).await;
+    let (b, b_id) =
+        manual_sink_with(&p, SubscribeOptions::new().cancel(CancelMode::Permanent)).await;
     ask(&a, a_id, 2, &p).await;
     ask(&b, b_id, 5, &p).await;
     emit(&p, vec![1, 2, 3, 4]).await;
@@ -165,8 +126,10 @@ async fn rule3_demand_not_subscription_order_decides_who_goes_first() {
 #[tokio::test]
 async fn rule3_ties_are_served_first_come_first_and_leftovers_are_buffered() {
     let p = stage::producer(Source::silent()).start().unwrap();
-    let (a, a_id) = manual_sink(&p, CancelMode::Permanent).await;
-    let (b, b_id) = manual_sink(&p, CancelMode::Permanent).await;
+    let (a, a_id) =
+        manual_sink_with(&p, SubscribeOptions::new().cancel(CancelMode::Permanent)).await;
+    let (b, b_id) =
+        manual_sink_with(&p, SubscribeOptions::new().cancel(CancelMode::Permanent)).await;
     ask(&a, a_id, 3, &p).await;
     ask(&b, b_id, 3, &p).await;
     emit(&p, vec![1, 2]).await;
@@ -219,7 +182,8 @@ async fn rule3_two_automatic_consumers_share_the_events_without_loss_or_duplicat
 #[tokio::test]
 async fn rule4_a_cancelled_consumers_unmet_demand_is_reused_by_later_asks() {
     let p = stage::producer(Source::silent()).start().unwrap();
-    let (a, a_id) = manual_sink(&p, CancelMode::Temporary).await;
+    let (a, a_id) =
+        manual_sink_with(&p, SubscribeOptions::new().cancel(CancelMode::Temporary)).await;
     ask(&a, a_id, 10, &p).await;
     assert_eq!(demands(&p.call(Ask::Log).await.unwrap()), vec![10]);
     a.cancel(a_id, Reason::Normal).unwrap();
@@ -228,7 +192,8 @@ async fn rule4_a_cancelled_consumers_unmet_demand_is_reused_by_later_asks() {
     assert!(a.is_running(), "temporary");
 
     // b's asks are netted against the 10 still pending: handle_demand sees only the excess.
-    let (b, b_id) = manual_sink(&p, CancelMode::Permanent).await;
+    let (b, b_id) =
+        manual_sink_with(&p, SubscribeOptions::new().cancel(CancelMode::Permanent)).await;
     ask(&b, b_id, 4, &p).await;
     assert_eq!(
         demands(&p.call(Ask::Log).await.unwrap()),
@@ -250,8 +215,10 @@ async fn rule4_a_cancelled_consumers_unmet_demand_is_reused_by_later_asks() {
 async fn rule5_an_ask_bigger_than_the_first_logs_a_max_demand_warning() {
     capture_warnings();
     let p = stage::producer(Source::silent()).start().unwrap();
-    let (a, a_id) = manual_sink(&p, CancelMode::Permanent).await;
-    let (b, b_id) = manual_sink(&p, CancelMode::Permanent).await;
+    let (a, a_id) =
+        manual_sink_with(&p, SubscribeOptions::new().cancel(CancelMode::Permanent)).await;
+    let (b, b_id) =
+        manual_sink_with(&p, SubscribeOptions::new().cancel(CancelMode::Permanent)).await;
     ask(&a, a_id, 5, &p).await;
     ask(&b, b_id, 5, &p).await;
     let expects = |w: &Vec<String>| w.iter().any(|m| m.contains("maximum demand of 5"));

@@ -12,20 +12,14 @@
 
 mod support;
 
-use std::future::Future;
-use std::time::Duration;
-
 use stage::{
-    Cancel, CancelKind, CancelMode, ConsumerHandle, Counters, Kind, PartitionDispatcher, Peer,
-    ProducerHandle, Reason, StageHandle, SubscribeError, SubscribeOptions, SubscriptionId,
+    Cancel, CancelKind, CancelMode, PartitionDispatcher, Peer, ProducerHandle, Reason,
+    SubscribeError, SubscribeOptions,
 };
-use support::{Ask, Msg, Seen, Sink, Source, Through, demands, events, settle};
-
-async fn within<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(5), f)
-        .await
-        .expect("timed out: a stage hung")
-}
+use support::{
+    Ask, Msg, Seen, Sink, Source, Through, ask_settled, batches, demand_log, emit_settled, idle,
+    manual, range, received, settle, within,
+};
 
 /// Even events to partition 0, odd ones to 1.
 fn parity(e: &u64) -> Option<usize> {
@@ -55,79 +49,6 @@ fn part(i: usize) -> SubscribeOptions {
     SubscribeOptions::new().partition(i)
 }
 
-/// A manual consumer subscribed at run time; returns once the producer has accepted it.
-async fn manual<S: Send + 'static, K: Kind<S>>(
-    p: &StageHandle<S, K>,
-    opts: SubscribeOptions,
-) -> (ConsumerHandle<Sink>, SubscriptionId)
-where
-    StageHandle<S, K>: stage::AsProducer<u64>,
-{
-    let c = stage::consumer(Sink::manual()).start().unwrap();
-    let id = within(c.subscribe(p, opts)).await.unwrap();
-    p.counters().await.unwrap();
-    (c, id)
-}
-
-/// Asks `n` more on a manual subscription; returns once the producer has handled the ask and
-/// the pipeline is idle.
-async fn ask(c: &ConsumerHandle<Sink>, id: SubscriptionId, n: usize, p: &ProducerHandle<Source>) {
-    c.ask(id, n).unwrap();
-    c.counters().await.unwrap();
-    p.counters().await.unwrap();
-    settle().await;
-}
-
-/// Emits `events` and returns once the producer has dispatched them and the pipeline is idle.
-async fn emit(p: &ProducerHandle<Source>, events: Vec<u64>) {
-    p.cast(Msg::Emit(events)).unwrap();
-    p.counters().await.unwrap();
-    settle().await;
-}
-
-/// Lets the stages run until `h`'s counters stop changing.
-async fn idle<S, K: Kind<S>>(h: &StageHandle<S, K>) {
-    within(async {
-        let mut last: Option<Counters> = None;
-        loop {
-            settle().await;
-            let now = h.counters().await.unwrap();
-            if last.as_ref() == Some(&now) {
-                return;
-            }
-            last = Some(now);
-        }
-    })
-    .await;
-}
-
-/// The event messages a sink received since last asked.
-async fn batches(c: &ConsumerHandle<Sink>) -> Vec<Vec<u64>> {
-    c.call(Ask::Log)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|s| match s {
-            Seen::Events(_, e) => Some(e),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The events a sink received since last asked.
-async fn received(c: &ConsumerHandle<Sink>) -> Vec<u64> {
-    events(&c.call(Ask::Log).await.unwrap())
-}
-
-/// The demands the producer's `handle_demand` saw since last asked.
-async fn demand_log(p: &ProducerHandle<Source>) -> Vec<usize> {
-    demands(&p.call(Ask::Log).await.unwrap())
-}
-
-fn range(r: std::ops::Range<u64>) -> Vec<u64> {
-    r.collect()
-}
-
 fn rejections(log: &[Seen<u64>]) -> usize {
     log.iter()
         .filter(|s| {
@@ -154,14 +75,14 @@ async fn rule3_routes_by_hash_spec_example() {
     );
     let (even, even_id) = manual(&p, part(0)).await;
     let (odd, odd_id) = manual(&p, part(1)).await;
-    ask(&even, even_id, 4, &p).await;
-    ask(&odd, odd_id, 4, &p).await;
+    ask_settled(&even, even_id, 4, &p).await;
+    ask_settled(&odd, odd_id, 4, &p).await;
     assert_eq!(
         demand_log(&p).await,
         vec![4, 4],
         "asks are forwarded one by one"
     );
-    emit(&p, range(1..13)).await;
+    emit_settled(&p, range(1..13)).await;
     assert_eq!(batches(&even).await, vec![vec![2, 4, 8, 10]]);
     assert_eq!(batches(&odd).await, vec![vec![1, 5, 7, 11]]);
     let counters = p.counters().await.unwrap();
@@ -174,11 +95,11 @@ async fn rule3_routes_by_hash_spec_example() {
     assert_eq!(counters.consumers, vec![(even_id, 0), (odd_id, 0)]);
 
     // The buffered 12 is hashed once demand drains it: dropped as well.
-    ask(&even, even_id, 3, &p).await;
+    ask_settled(&even, even_id, 3, &p).await;
     assert_eq!(batches(&even).await, Vec::<Vec<u64>>::new());
     let counters = p.counters().await.unwrap();
     assert_eq!((counters.dropped, counters.buffered), (4, 0));
-    emit(&p, vec![14, 17, 16]).await;
+    emit_settled(&p, vec![14, 17, 16]).await;
     assert_eq!(batches(&even).await, vec![vec![14, 16]]);
     assert_eq!(batches(&odd).await, Vec::<Vec<u64>>::new());
     assert_eq!(p.buffered().await.unwrap(), 1, "17 waits in partition 1");
@@ -189,8 +110,8 @@ async fn rule2_queued_events_are_sent_in_order_when_the_partition_asks() {
     let p = by_parity();
     let (even, even_id) = manual(&p, part(0)).await;
     let (odd, odd_id) = manual(&p, part(1)).await;
-    ask(&odd, odd_id, 10, &p).await;
-    emit(&p, vec![2, 1, 4, 3, 6]).await;
+    ask_settled(&odd, odd_id, 10, &p).await;
+    emit_settled(&p, vec![2, 1, 4, 3, 6]).await;
     assert_eq!(batches(&odd).await, vec![vec![1, 3]]);
     assert_eq!(batches(&even).await, Vec::<Vec<u64>>::new());
     assert_eq!(
@@ -199,9 +120,9 @@ async fn rule2_queued_events_are_sent_in_order_when_the_partition_asks() {
         "partition 0's queue is counted"
     );
 
-    ask(&even, even_id, 2, &p).await;
+    ask_settled(&even, even_id, 2, &p).await;
     assert_eq!(batches(&even).await, vec![vec![2, 4]], "one message");
-    ask(&even, even_id, 5, &p).await;
+    ask_settled(&even, even_id, 5, &p).await;
     assert_eq!(batches(&even).await, vec![vec![6]]);
     assert_eq!(p.buffered().await.unwrap(), 0);
     assert_eq!(
@@ -210,7 +131,7 @@ async fn rule2_queued_events_are_sent_in_order_when_the_partition_asks() {
         "demand is forwarded upstream even when the queue met it"
     );
     // The rest of the 5 is integer demand again.
-    emit(&p, vec![8, 10, 12, 14, 16]).await;
+    emit_settled(&p, vec![8, 10, 12, 14, 16]).await;
     assert_eq!(batches(&even).await, vec![vec![8, 10, 12, 14]]);
     assert_eq!(p.buffered().await.unwrap(), 1);
 }
@@ -219,13 +140,13 @@ async fn rule2_queued_events_are_sent_in_order_when_the_partition_asks() {
 async fn rule3_events_for_a_partition_without_consumer_wait_for_its_first_subscriber() {
     let p = by_parity();
     let (odd, odd_id) = manual(&p, part(1)).await;
-    ask(&odd, odd_id, 6, &p).await;
-    emit(&p, vec![1, 2, 3, 4, 5, 6]).await;
+    ask_settled(&odd, odd_id, 6, &p).await;
+    emit_settled(&p, vec![1, 2, 3, 4, 5, 6]).await;
     assert_eq!(received(&odd).await, vec![1, 3, 5]);
     assert_eq!(p.buffered().await.unwrap(), 3);
 
     let (even, even_id) = manual(&p, part(0)).await;
-    ask(&even, even_id, 10, &p).await;
+    ask_settled(&even, even_id, 10, &p).await;
     assert_eq!(batches(&even).await, vec![vec![2, 4, 6]]);
     assert_eq!(p.counters().await.unwrap().dropped, 0);
 }
@@ -281,13 +202,13 @@ async fn difference_a_full_partition_queue_drops_its_oldest_and_counts_them() {
     );
     let (even, even_id) = manual(&p, part(0)).await;
     let (odd, odd_id) = manual(&p, part(1)).await;
-    ask(&odd, odd_id, 10, &p).await;
-    emit(&p, vec![2, 4, 6, 8, 1]).await;
+    ask_settled(&odd, odd_id, 10, &p).await;
+    emit_settled(&p, vec![2, 4, 6, 8, 1]).await;
     assert_eq!(received(&odd).await, vec![1]);
     let counters = p.counters().await.unwrap();
     assert_eq!(counters.dropped, 2);
     assert_eq!(counters.buffered, 2);
-    ask(&even, even_id, 10, &p).await;
+    ask_settled(&even, even_id, 10, &p).await;
     assert_eq!(received(&even).await, vec![6, 8], "the oldest were dropped");
     assert!(p.is_running());
 }
@@ -302,9 +223,9 @@ async fn difference_a_zero_queue_limit_drops_what_its_partition_cannot_take() {
     );
     let (even, even_id) = manual(&p, part(0)).await;
     let (odd, odd_id) = manual(&p, part(1)).await;
-    ask(&odd, odd_id, 10, &p).await;
-    ask(&even, even_id, 1, &p).await;
-    emit(&p, vec![2, 4, 6, 1]).await;
+    ask_settled(&odd, odd_id, 10, &p).await;
+    ask_settled(&even, even_id, 1, &p).await;
+    emit_settled(&p, vec![2, 4, 6, 1]).await;
     assert_eq!(received(&even).await, vec![2]);
     assert_eq!(received(&odd).await, vec![1]);
     let counters = p.counters().await.unwrap();
@@ -320,9 +241,9 @@ async fn difference_an_unknown_partition_from_the_hash_is_dropped_and_counted() 
     );
     let (zero, zero_id) = manual(&p, part(0)).await;
     let (one, one_id) = manual(&p, part(1)).await;
-    ask(&zero, zero_id, 5, &p).await;
-    ask(&one, one_id, 5, &p).await;
-    emit(&p, vec![0, 7, 1, 0]).await;
+    ask_settled(&zero, zero_id, 5, &p).await;
+    ask_settled(&one, one_id, 5, &p).await;
+    emit_settled(&p, vec![0, 7, 1, 0]).await;
     assert!(p.is_running(), "upstream raises; here the event is dropped");
     assert_eq!(received(&zero).await, vec![0, 0]);
     assert_eq!(received(&one).await, vec![1]);
@@ -335,8 +256,8 @@ async fn difference_a_partitions_queue_outlives_its_consumer() {
     let temporary = part(0).cancel(CancelMode::Temporary);
     let (even, even_id) = manual(&p, temporary).await;
     let (odd, odd_id) = manual(&p, part(1)).await;
-    ask(&odd, odd_id, 5, &p).await;
-    emit(&p, vec![2, 4, 1]).await;
+    ask_settled(&odd, odd_id, 5, &p).await;
+    emit_settled(&p, vec![2, 4, 1]).await;
     assert_eq!(received(&odd).await, vec![1]);
     assert_eq!(demand_log(&p).await, vec![5]);
 
@@ -355,7 +276,7 @@ async fn difference_a_partitions_queue_outlives_its_consumer() {
     );
 
     let (next, next_id) = manual(&p, part(0)).await;
-    ask(&next, next_id, 5, &p).await;
+    ask_settled(&next, next_id, 5, &p).await;
     assert_eq!(batches(&next).await, vec![vec![2, 4]]);
     assert_eq!(received(&even).await, Vec::<u64>::new());
     assert_eq!(p.buffered().await.unwrap(), 0);
@@ -366,22 +287,22 @@ async fn rule5_a_cancelled_consumers_demand_is_pending_and_netted_against_later_
     let p = by_parity();
     let (even, even_id) = manual(&p, part(0).cancel(CancelMode::Temporary)).await;
     let (odd, odd_id) = manual(&p, part(1)).await;
-    ask(&even, even_id, 6, &p).await;
+    ask_settled(&even, even_id, 6, &p).await;
     assert_eq!(demand_log(&p).await, vec![6]);
     even.cancel(even_id, Reason::Normal).unwrap();
     even.counters().await.unwrap();
     p.counters().await.unwrap();
     settle().await;
 
-    ask(&odd, odd_id, 4, &p).await;
+    ask_settled(&odd, odd_id, 4, &p).await;
     assert_eq!(
         demand_log(&p).await,
         Vec::<usize>::new(),
         "4 of the 6 pending"
     );
-    ask(&odd, odd_id, 4, &p).await;
+    ask_settled(&odd, odd_id, 4, &p).await;
     assert_eq!(demand_log(&p).await, vec![2]);
-    emit(&p, vec![1, 3, 5, 7, 9, 11, 13, 15]).await;
+    emit_settled(&p, vec![1, 3, 5, 7, 9, 11, 13, 15]).await;
     assert_eq!(received(&odd).await, vec![1, 3, 5, 7, 9, 11, 13, 15]);
 }
 
@@ -416,9 +337,9 @@ async fn rule1_missing_unknown_and_taken_partitions_are_refused_and_nobody_stops
     let counters = p.counters().await.unwrap();
     assert_eq!(counters.consumers, vec![(even_id, 0), (odd_id, 0)]);
 
-    ask(&even, even_id, 5, &p).await;
-    ask(&odd, odd_id, 5, &p).await;
-    emit(&p, range(1..7)).await;
+    ask_settled(&even, even_id, 5, &p).await;
+    ask_settled(&odd, odd_id, 5, &p).await;
+    emit_settled(&p, range(1..7)).await;
     assert_eq!(received(&even).await, vec![2, 4, 6]);
     assert_eq!(received(&odd).await, vec![1, 3, 5]);
 }
@@ -445,8 +366,8 @@ async fn rule1_a_refused_subscription_at_start_leaves_everyone_running() {
     assert_eq!(rejections(&taken.call(Ask::Log).await.unwrap()), 1);
     assert_eq!(p.counters().await.unwrap().consumers, vec![(odd_id, 0)]);
 
-    ask(&odd, odd_id, 2, &p).await;
-    emit(&p, vec![1, 3]).await;
+    ask_settled(&odd, odd_id, 2, &p).await;
+    emit_settled(&p, vec![1, 3]).await;
     assert_eq!(received(&odd).await, vec![1, 3]);
 }
 
@@ -455,9 +376,9 @@ async fn run_time_subscribe_and_cancel_free_and_reuse_partitions() {
     let p = by_parity();
     let (a, a_id) = manual(&p, part(0).cancel(CancelMode::Temporary)).await;
     let (odd, odd_id) = manual(&p, part(1)).await;
-    ask(&a, a_id, 2, &p).await;
-    ask(&odd, odd_id, 10, &p).await;
-    emit(&p, vec![2, 1]).await;
+    ask_settled(&a, a_id, 2, &p).await;
+    ask_settled(&odd, odd_id, 10, &p).await;
+    emit_settled(&p, vec![2, 1]).await;
     assert_eq!(received(&a).await, vec![2]);
 
     // Cancelled by the consumer.
@@ -471,8 +392,8 @@ async fn run_time_subscribe_and_cancel_free_and_reuse_partitions() {
         Seen::Cancelled(Peer::Consumer, Cancel { kind: CancelKind::Cancel, .. }, id) if *id == a_id
     )));
     let (b, b_id) = manual(&p, part(0).cancel(CancelMode::Temporary)).await;
-    ask(&b, b_id, 3, &p).await;
-    emit(&p, vec![4, 3]).await;
+    ask_settled(&b, b_id, 3, &p).await;
+    emit_settled(&p, vec![4, 3]).await;
     assert_eq!(received(&b).await, vec![4]);
     assert_eq!(received(&a).await, Vec::<u64>::new());
 
@@ -487,8 +408,8 @@ async fn run_time_subscribe_and_cancel_free_and_reuse_partitions() {
     )));
     assert!(b.is_running(), "temporary");
     let (c, c_id) = manual(&p, part(0)).await;
-    ask(&c, c_id, 5, &p).await;
-    emit(&p, vec![6, 5]).await;
+    ask_settled(&c, c_id, 5, &p).await;
+    emit_settled(&p, vec![6, 5]).await;
     assert_eq!(received(&c).await, vec![6]);
     assert_eq!(received(&b).await, Vec::<u64>::new());
     assert_eq!(received(&odd).await, vec![1, 3, 5]);
@@ -551,8 +472,8 @@ async fn rule6_info_is_delivered_after_the_partition_queues_before_it() {
     let log = p.call(Ask::Log).await.unwrap();
     assert!(log.contains(&Seen::Info(Msg::Tag("first"))), "{log:?}");
 
-    ask(&odd, odd_id, 4, &p).await;
-    emit(&p, vec![2, 4, 1]).await;
+    ask_settled(&odd, odd_id, 4, &p).await;
+    emit_settled(&p, vec![2, 4, 1]).await;
     assert_eq!(p.buffered().await.unwrap(), 2, "[2, 4] wait in partition 0");
     p.info(Msg::Tag("after")).unwrap();
     let log = p.call(Ask::Log).await.unwrap();
@@ -560,7 +481,7 @@ async fn rule6_info_is_delivered_after_the_partition_queues_before_it() {
         !log.contains(&Seen::Info(Msg::Tag("after"))),
         "info ran before partition 0 got the events queued before it: {log:?}"
     );
-    ask(&even, even_id, 2, &p).await;
+    ask_settled(&even, even_id, 2, &p).await;
     assert_eq!(received(&even).await, vec![2, 4]);
     let log = p.call(Ask::Log).await.unwrap();
     assert!(log.contains(&Seen::Info(Msg::Tag("after"))), "{log:?}");

@@ -6,50 +6,10 @@
 
 mod support;
 
-use std::future::Future;
-use std::time::Duration;
-
-use stage::{
-    AsProducer, CallError, ConsumerHandle, Kind, Reason, StageHandle, SubscribeOptions,
-    SubscriptionId,
+use stage::{CallError, Reason, SubscribeOptions};
+use support::{
+    Ask, Msg, Seen, Source, Through, ask_settled, events, infos, manual_sink, settle, within,
 };
-use support::{Ask, Msg, Seen, Sink, Source, Through, events, settle};
-
-async fn within<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(2), f)
-        .await
-        .expect("timed out: a stage hung")
-}
-
-async fn manual_sink(p: &impl AsProducer<u64>) -> (ConsumerHandle<Sink>, SubscriptionId) {
-    let c = stage::consumer(Sink::manual()).start().unwrap();
-    let id = within(c.subscribe(p, SubscribeOptions::new()))
-        .await
-        .unwrap();
-    (c, id)
-}
-
-/// Asks `n` more on a manual subscription, then lets the pipeline run until idle.
-async fn ask<S: Send + 'static, K: Kind<S>>(
-    c: &ConsumerHandle<Sink>,
-    id: SubscriptionId,
-    n: usize,
-    p: &StageHandle<S, K>,
-) {
-    c.ask(id, n).unwrap();
-    c.counters().await.unwrap();
-    p.counters().await.unwrap();
-    settle().await;
-}
-
-fn infos(log: &[Seen<u64>]) -> Vec<Msg<u64>> {
-    log.iter()
-        .filter_map(|s| match s {
-            Seen::Info(m) => Some(m.clone()),
-            _ => None,
-        })
-        .collect()
-}
 
 /// Event messages and infos in the order a stage saw them.
 fn events_and_infos(log: Vec<Seen<u64>>) -> Vec<Seen<u64>> {
@@ -67,7 +27,7 @@ async fn rule1_a_consumer_handles_an_info_at_once_in_mailbox_order() {
     let p = stage::producer(Source::silent()).start().unwrap();
     let (c, id) = manual_sink(&p).await;
     c.info(Msg::Tag("before")).unwrap();
-    ask(&c, id, 5, &p).await;
+    ask_settled(&c, id, 5, &p).await;
     p.cast(Msg::Emit(vec![1, 2])).unwrap();
     p.counters().await.unwrap();
     c.info(Msg::Tag("after")).unwrap();
@@ -91,7 +51,7 @@ async fn rule2_a_producer_with_an_empty_buffer_handles_an_info_at_once() {
     // Also right after its buffer was drained.
     p.cast(Msg::Emit(vec![1])).unwrap();
     let (c, id) = manual_sink(&p).await;
-    ask(&c, id, 1, &p).await;
+    ask_settled(&c, id, 1, &p).await;
     p.info(Msg::Tag("drained")).unwrap();
     assert_eq!(infos(&p.call(Ask::Log).await.unwrap()), tags(&["drained"]));
 }
@@ -106,9 +66,9 @@ async fn rule2_5_a_producer_info_waits_behind_buffered_events_and_info_does_not_
     assert_eq!(infos(&p.call(Ask::Log).await.unwrap()), vec![]);
 
     let (c, id) = manual_sink(&p).await;
-    ask(&c, id, 2, &p).await;
+    ask_settled(&c, id, 2, &p).await;
     assert_eq!(infos(&p.call(Ask::Log).await.unwrap()), vec![]);
-    ask(&c, id, 1, &p).await;
+    ask_settled(&c, id, 1, &p).await;
     assert_eq!(infos(&p.call(Ask::Log).await.unwrap()), tags(&["a"]));
 }
 
@@ -125,7 +85,7 @@ async fn rule4_infos_keep_fifo_order_with_events_the_spec_example() {
     p.counters().await.unwrap();
     assert_eq!(infos(&p.call(Ask::Log).await.unwrap()), vec![]);
 
-    ask(&c, id, 5, &p).await;
+    ask_settled(&c, id, 5, &p).await;
     let log = events_and_infos(c.call(Ask::Log).await.unwrap());
     assert_eq!(
         log,
@@ -151,13 +111,13 @@ async fn rule4_each_marker_is_handled_exactly_when_draining_passes_it() {
     p.cast(Msg::Emit(vec![7, 8])).unwrap();
     p.info(Msg::Tag("i")).unwrap();
 
-    ask(&c, id, 2, &p).await;
+    ask_settled(&c, id, 2, &p).await;
     assert_eq!(infos(&p.call(Ask::Log).await.unwrap()), vec![]);
-    ask(&c, id, 1, &p).await;
+    ask_settled(&c, id, 1, &p).await;
     assert_eq!(infos(&p.call(Ask::Log).await.unwrap()), tags(&["d", "e"]));
-    ask(&c, id, 1, &p).await;
+    ask_settled(&c, id, 1, &p).await;
     assert_eq!(infos(&p.call(Ask::Log).await.unwrap()), vec![]);
-    ask(&c, id, 1, &p).await;
+    ask_settled(&c, id, 1, &p).await;
     assert_eq!(infos(&p.call(Ask::Log).await.unwrap()), tags(&["i"]));
     assert_eq!(
         events(&c.call(Ask::Log).await.unwrap()),
@@ -182,7 +142,7 @@ async fn rule3_a_producer_consumer_info_waits_in_its_inbound_queue() {
     settle().await;
     assert_eq!(events_and_infos(pc.call(Ask::Log).await.unwrap()), vec![]);
 
-    ask(&c, id, 10, &pc).await;
+    ask_settled(&c, id, 10, &pc).await;
     let log = events_and_infos(pc.call(Ask::Log).await.unwrap());
     assert_eq!(log.len(), 3, "{log:?}");
     assert!(
@@ -204,7 +164,7 @@ async fn rule3_a_producer_consumer_with_an_empty_inbox_holds_the_info_in_its_buf
         .start()
         .unwrap();
     let (c, id) = manual_sink(&pc).await;
-    ask(&c, id, 1, &pc).await;
+    ask_settled(&c, id, 1, &pc).await;
     p.cast(Msg::Emit(vec![5])).unwrap();
     settle().await;
     assert_eq!(pc.counters().await.unwrap().buffered, 1);
@@ -213,7 +173,7 @@ async fn rule3_a_producer_consumer_with_an_empty_inbox_holds_the_info_in_its_buf
     settle().await;
     assert_eq!(infos(&pc.call(Ask::Log).await.unwrap()), vec![]);
 
-    ask(&c, id, 1, &pc).await;
+    ask_settled(&c, id, 1, &pc).await;
     assert_eq!(infos(&pc.call(Ask::Log).await.unwrap()), tags(&["x"]));
     assert_eq!(events(&c.call(Ask::Log).await.unwrap()), vec![5, 5]);
 }

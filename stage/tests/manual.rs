@@ -11,7 +11,7 @@ use stage::{
     Cancel, CancelKind, CancelMode, Consumer, ConsumerHandle, Context, Peer, ProducerHandle,
     Reason, ReplyTo, SubscribeOptions, SubscriptionId, SubscriptionMode,
 };
-use support::{Ask, Msg, Seen, Sink, Source, batch_sizes, demands, events};
+use support::{Ask, Msg, Seen, Sink, Source, batch_sizes, demands, events, flow};
 
 /// A manual consumer subscribed to `source` with `opts`.
 async fn manual_pair(
@@ -22,13 +22,6 @@ async fn manual_pair(
     let c = stage::consumer(Sink::manual()).start().unwrap();
     let id = c.subscribe(&p, opts).await.unwrap();
     (p, c, id)
-}
-
-/// Barrier: asks sent to the consumer have reached the producer and its events the consumer.
-async fn flow(p: &ProducerHandle<Source>, c: &ConsumerHandle<Sink>) {
-    c.counters().await.unwrap();
-    p.counters().await.unwrap();
-    c.counters().await.unwrap();
 }
 
 #[tokio::test]

@@ -6,23 +6,15 @@
 
 mod support;
 
-use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use futures::FutureExt;
 use stage::{
     Context, DemandDispatcher, Dispatcher, Producer, ReplyTo, SubscribeError, SubscribeOptions,
     SubscriptionId,
 };
-use support::{Ask, Msg, Seen, Sink, Source, events, settle};
+use support::{Ask, Msg, Seen, Sink, Source, events, settle, within};
 use tokio::sync::oneshot;
-
-async fn within<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(2), f)
-        .await
-        .expect("timed out: a stage hung")
-}
 
 fn increasing(xs: &[u64]) -> bool {
     xs.windows(2).all(|w| w[0] < w[1])

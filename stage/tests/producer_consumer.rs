@@ -7,41 +7,11 @@
 
 mod support;
 
-use std::future::Future;
-use std::time::Duration;
-
-use stage::{
-    AsProducer, Cancel, CancelKind, CancelMode, ConsumerHandle, Kind, Peer, Reason, StageHandle,
-    SubscribeOptions, SubscriptionId,
+use stage::{Cancel, CancelKind, CancelMode, Peer, Reason, SubscribeOptions};
+use support::{
+    Ask, Msg, Seen, Sink, Source, Through, ask_settled, demands, events, manual_sink, settle,
+    within,
 };
-use support::{Ask, Msg, Seen, Sink, Source, Through, demands, events, settle};
-
-async fn within<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(2), f)
-        .await
-        .expect("timed out: a stage hung")
-}
-
-async fn manual_sink(p: &impl AsProducer<u64>) -> (ConsumerHandle<Sink>, SubscriptionId) {
-    let c = stage::consumer(Sink::manual()).start().unwrap();
-    let id = within(c.subscribe(p, SubscribeOptions::new()))
-        .await
-        .unwrap();
-    (c, id)
-}
-
-/// Asks `n` more on a manual subscription, then lets the pipeline run until idle.
-async fn ask<S: Send + 'static, K: Kind<S>>(
-    c: &ConsumerHandle<Sink>,
-    id: SubscriptionId,
-    n: usize,
-    p: &StageHandle<S, K>,
-) {
-    c.ask(id, n).unwrap();
-    c.counters().await.unwrap();
-    p.counters().await.unwrap();
-    settle().await;
-}
 
 /// The log without subscription entries.
 fn without_subscribes(log: Vec<Seen<u64>>) -> Vec<Seen<u64>> {
@@ -71,7 +41,7 @@ async fn rule1_3_pulls_from_upstream_only_while_downstream_has_demand() {
     assert_eq!(counters.events_in, 0);
     assert_eq!(without_subscribes(pc.call(Ask::Log).await.unwrap()), vec![]);
 
-    ask(&c, id, 3, &pc).await;
+    ask_settled(&c, id, 3, &pc).await;
     assert_eq!(events(&c.call(Ask::Log).await.unwrap()), vec![0, 1, 2]);
     let counters = pc.counters().await.unwrap();
     assert_eq!(
@@ -90,7 +60,7 @@ async fn rule3_stops_asking_upstream_when_the_consumer_stops_asking() {
         .unwrap();
     let (c, id) = manual_sink(&pc).await;
     for _ in 0..4 {
-        ask(&c, id, 7, &pc).await;
+        ask_settled(&c, id, 7, &pc).await;
     }
     let got = events(&c.call(Ask::Log).await.unwrap());
     assert_eq!(got, (0..28).collect::<Vec<_>>());
@@ -129,7 +99,7 @@ async fn rule2_4_output_beyond_downstream_demand_is_buffered_and_drained_before_
     let (c, id) = manual_sink(&pc).await;
     settle().await;
 
-    ask(&c, id, 3, &pc).await;
+    ask_settled(&c, id, 3, &pc).await;
     assert_eq!(events(&c.call(Ask::Log).await.unwrap()), vec![0, 0, 1]);
     let counters = pc.counters().await.unwrap();
     assert_eq!(counters.events_in, 10);
@@ -137,7 +107,7 @@ async fn rule2_4_output_beyond_downstream_demand_is_buffered_and_drained_before_
     let before = counters.events_in;
 
     // Downstream asks for what is buffered: the PC drains its buffer and pulls nothing new.
-    ask(&c, id, 17, &pc).await;
+    ask_settled(&c, id, 17, &pc).await;
     let got = events(&c.call(Ask::Log).await.unwrap());
     assert_eq!(got.len(), 17);
     assert_eq!(got[..3], [1, 2, 2]);
@@ -150,7 +120,7 @@ async fn rule2_4_output_beyond_downstream_demand_is_buffered_and_drained_before_
     );
 
     // One more: the PC resumes processing what it had queued, in order.
-    ask(&c, id, 1, &pc).await;
+    ask_settled(&c, id, 1, &pc).await;
     assert_eq!(events(&c.call(Ask::Log).await.unwrap()), vec![10]);
     assert!(pc.counters().await.unwrap().events_in > before);
 }
@@ -203,7 +173,7 @@ async fn rule7_queued_cancels_and_infos_run_in_order_behind_events() {
     assert_eq!(without_subscribes(pc.call(Ask::Log).await.unwrap()), vec![]);
     assert_eq!(pc.counters().await.unwrap().inbox, 3);
 
-    ask(&c, id, 10, &pc).await;
+    ask_settled(&c, id, 10, &pc).await;
     let log = without_subscribes(pc.call(Ask::Log).await.unwrap());
     assert_eq!(log.len(), 3, "{log:?}");
     assert!(

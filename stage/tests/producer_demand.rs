@@ -14,7 +14,7 @@ use stage::{
     Cancel, CancelMode, ConsumerHandle, Context, DemandDispatcher, Dispatcher, Producer,
     ProducerHandle, ReplyTo, SubscribeError, SubscribeOptions, SubscriptionId,
 };
-use support::{Ask, Msg, Seen, Sink, Source, batch_sizes, demands, events};
+use support::{Ask, Msg, Seen, Sink, Source, batch_sizes, demands, events, flow, manual_sink};
 
 /// A producer that logs demands and emits from every handler.
 #[derive(Debug, Default)]
@@ -86,22 +86,6 @@ impl Producer for Talker {
             }
         }
     }
-}
-
-async fn manual_sink<P: Producer<Out = u64>>(
-    p: &ProducerHandle<P>,
-) -> (ConsumerHandle<Sink>, SubscriptionId) {
-    let c = stage::consumer(Sink::manual()).start().unwrap();
-    let id = c.subscribe(p, SubscribeOptions::new()).await.unwrap();
-    (c, id)
-}
-
-/// Barrier: the consumer forwarded its asks, the producer handled them, the consumer got the
-/// events.
-async fn flow<P: Producer>(p: &ProducerHandle<P>, c: &ConsumerHandle<Sink>) {
-    c.counters().await.unwrap();
-    p.counters().await.unwrap();
-    c.counters().await.unwrap();
 }
 
 // ----- rules 1–3: buffer first, then handle_demand, once per ask -----

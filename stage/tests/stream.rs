@@ -9,32 +9,13 @@
 
 mod support;
 
-use std::future::Future;
-use std::time::Duration;
-
 use futures::StreamExt;
 use stage::{
-    Cancel, CancelKind, CancelMode, ConsumerHandle, Context, Peer, Producer, Reason, StartError,
-    SubscribeOptions, SubscriptionId,
+    Cancel, CancelKind, CancelMode, Context, Peer, Producer, Reason, StartError, SubscribeOptions,
 };
-use support::{Ask, Msg, Seen, Sink, Source, batch_sizes, events, settle};
-
-async fn within<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(2), f)
-        .await
-        .expect("timed out: a stage or stream hung")
-}
-
-async fn manual_sink<P: Producer<Out = u64>>(
-    p: &stage::ProducerHandle<P>,
-    mode: CancelMode,
-) -> (ConsumerHandle<Sink>, SubscriptionId) {
-    let c = stage::consumer(Sink::manual()).start().unwrap();
-    let id = within(c.subscribe(p, SubscribeOptions::new().cancel(mode)))
-        .await
-        .unwrap();
-    (c, id)
-}
+use support::{
+    Ask, Msg, Seen, Sink, Source, batch_sizes, events, manual_sink_with, settle, within,
+};
 
 /// Drains a stream, returning its items and why it ended.
 async fn drain(mut s: stage::ConsumerStream<u64>) -> (Vec<u64>, Option<Reason>) {
@@ -67,7 +48,11 @@ async fn from_iter_gives_batches_6_4_6_6_3_to_a_max_10_min_4_consumer_over_1_to_
 #[tokio::test(start_paused = true)]
 async fn from_iter_pulls_exactly_the_demand() {
     let numbers = stage::from_iter(1..=100u64).start().unwrap();
-    let (c, id) = manual_sink(&numbers, CancelMode::Permanent).await;
+    let (c, id) = manual_sink_with(
+        &numbers,
+        SubscribeOptions::new().cancel(CancelMode::Permanent),
+    )
+    .await;
     c.ask(id, 3).unwrap();
     settle().await;
     assert_eq!(events(&c.call(Ask::Log).await.unwrap()), vec![1, 2, 3]);
@@ -112,7 +97,7 @@ impl Producer for Finisher {
 #[tokio::test(start_paused = true)]
 async fn a_finished_producer_stops_only_once_its_buffer_is_flushed() {
     let p = stage::producer(Finisher).start().unwrap();
-    let (c, id) = manual_sink(&p, CancelMode::Transient).await;
+    let (c, id) = manual_sink_with(&p, SubscribeOptions::new().cancel(CancelMode::Transient)).await;
     p.cast(()).unwrap();
     settle().await;
     assert!(p.is_running(), "three events still buffered");
@@ -129,7 +114,7 @@ async fn a_finished_producer_stops_only_once_its_buffer_is_flushed() {
 #[tokio::test(start_paused = true)]
 async fn from_stream_emits_in_order_and_never_more_than_asked() {
     let p = stage::from_stream(futures::stream::iter(1..=20u64)).unwrap();
-    let (c, id) = manual_sink(&p, CancelMode::Transient).await;
+    let (c, id) = manual_sink_with(&p, SubscribeOptions::new().cancel(CancelMode::Transient)).await;
     c.ask(id, 5).unwrap();
     settle().await;
     assert_eq!(

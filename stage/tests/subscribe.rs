@@ -17,7 +17,7 @@ use stage::{
     Cancel, CancelKind, CancelMode, Consumer, Context, Dispatcher, OptionError, Peer, Reason,
     StartError, SubscribeError, SubscribeOptions, SubscriptionId, SubscriptionMode,
 };
-use support::{Ask, Msg, Seen, Sink, Source, Through, demands, events};
+use support::{Ask, Msg, Seen, Sink, Source, Through, batches_of, demands, events};
 
 /// A producer that has already exited.
 async fn stopped_producer() -> stage::ProducerHandle<Source> {
@@ -30,15 +30,6 @@ async fn stopped_producer() -> stage::ProducerHandle<Source> {
 
 fn cancelled(kind: CancelKind, reason: Reason) -> Cancel {
     Cancel { kind, reason }
-}
-
-fn batches_of(log: &[Seen<u64>], id: SubscriptionId) -> Vec<Vec<u64>> {
-    log.iter()
-        .filter_map(|s| match s {
-            Seen::Events(from, e) if *from == id => Some(e.clone()),
-            _ => None,
-        })
-        .collect()
 }
 
 // ----- rule 1: the consumer side of subscribe -----

@@ -5,9 +5,12 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::time::Duration;
 
 use stage::{
-    Cancel, Consumer, Context, Peer, Producer, ProducerConsumer, Reason, ReplyTo, SubscribeOptions,
+    AsProducer, Cancel, Consumer, ConsumerHandle, Context, Counters, Kind, Peer, Producer,
+    ProducerConsumer, ProducerHandle, Reason, ReplyTo, StageHandle, SubscribeOptions,
     SubscriptionId, SubscriptionMode,
 };
 
@@ -325,4 +328,146 @@ pub async fn settle() {
     for _ in 0..50 {
         tokio::task::yield_now().await;
     }
+}
+
+/// Awaits `f`, failing the test instead of hanging if it takes more than 5 seconds.
+pub async fn within<F: Future>(f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(5), f)
+        .await
+        .expect("timed out: a stage hung")
+}
+
+/// The events `start..end`, in order.
+pub fn range(r: std::ops::Range<u64>) -> Vec<u64> {
+    r.collect()
+}
+
+/// A manual sink subscribed to `p` with default options, with its subscription.
+pub async fn manual_sink(p: &impl AsProducer<u64>) -> (ConsumerHandle<Sink>, SubscriptionId) {
+    manual_sink_with(p, SubscribeOptions::new()).await
+}
+
+/// A manual sink subscribed to `p` with `opts`, with its subscription.
+pub async fn manual_sink_with(
+    p: &impl AsProducer<u64>,
+    opts: SubscribeOptions,
+) -> (ConsumerHandle<Sink>, SubscriptionId) {
+    let c = stage::consumer(Sink::manual()).start().unwrap();
+    let id = within(c.subscribe(p, opts)).await.unwrap();
+    (c, id)
+}
+
+/// A manual sink subscribed to `p` with `opts`; returns once the producer has accepted it.
+pub async fn manual<S: Send + 'static, K: Kind<S>>(
+    p: &StageHandle<S, K>,
+    opts: SubscribeOptions,
+) -> (ConsumerHandle<Sink>, SubscriptionId)
+where
+    StageHandle<S, K>: AsProducer<u64>,
+{
+    let (c, id) = manual_sink_with(p, opts).await;
+    p.counters().await.unwrap();
+    (c, id)
+}
+
+/// Asks `n` more on a manual subscription; returns once the producer `p` has handled the ask.
+pub async fn ask<S: Send + 'static, K: Kind<S>>(
+    c: &ConsumerHandle<Sink>,
+    id: SubscriptionId,
+    n: usize,
+    p: &StageHandle<S, K>,
+) {
+    c.ask(id, n).unwrap();
+    c.counters().await.unwrap();
+    p.counters().await.unwrap();
+}
+
+/// [`ask`], then lets the pipeline run until idle ([`settle`]).
+pub async fn ask_settled<S: Send + 'static, K: Kind<S>>(
+    c: &ConsumerHandle<Sink>,
+    id: SubscriptionId,
+    n: usize,
+    p: &StageHandle<S, K>,
+) {
+    ask(c, id, n, p).await;
+    settle().await;
+}
+
+/// Emits `events` from a [`Source`] and returns once the producer has dispatched them.
+pub async fn emit(p: &ProducerHandle<Source>, events: Vec<u64>) {
+    p.cast(Msg::Emit(events)).unwrap();
+    p.counters().await.unwrap();
+}
+
+/// [`emit`], then lets the pipeline run until idle ([`settle`]).
+pub async fn emit_settled(p: &ProducerHandle<Source>, events: Vec<u64>) {
+    emit(p, events).await;
+    settle().await;
+}
+
+/// Barrier: the consumer forwarded its asks, the producer handled them, the consumer got the
+/// events.
+pub async fn flow<P: Producer>(p: &ProducerHandle<P>, c: &ConsumerHandle<Sink>) {
+    c.counters().await.unwrap();
+    p.counters().await.unwrap();
+    c.counters().await.unwrap();
+}
+
+/// Lets the stages run until `h`'s counters stop changing.
+pub async fn idle<S, K: Kind<S>>(h: &StageHandle<S, K>) {
+    within(async {
+        let mut last: Option<Counters> = None;
+        loop {
+            settle().await;
+            let now = h.counters().await.unwrap();
+            if last.as_ref() == Some(&now) {
+                return;
+            }
+            last = Some(now);
+        }
+    })
+    .await;
+}
+
+/// The event messages a sink received since last asked, one batch per message.
+pub async fn batches(c: &ConsumerHandle<Sink>) -> Vec<Vec<u64>> {
+    c.call(Ask::Log)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|s| match s {
+            Seen::Events(_, e) => Some(e),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The events a sink received since last asked.
+pub async fn received(c: &ConsumerHandle<Sink>) -> Vec<u64> {
+    events(&c.call(Ask::Log).await.unwrap())
+}
+
+/// The demands a [`Source`]'s `handle_demand` saw since last asked.
+pub async fn demand_log(p: &ProducerHandle<Source>) -> Vec<usize> {
+    demands(&p.call(Ask::Log).await.unwrap())
+}
+
+/// The batches of one subscription in a consumer log.
+pub fn batches_of<T: Clone>(log: &[Seen<T>], id: SubscriptionId) -> Vec<Vec<T>> {
+    log.iter()
+        .filter_map(|s| match s {
+            Seen::Events(from, e) if *from == id => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The info messages in a log, in order.
+pub fn infos<T: Clone>(log: &[Seen<T>]) -> Vec<Msg<T>> {
+    log.iter()
+        .filter_map(|s| match s {
+            Seen::Info(m) => Some(m.clone()),
+            _ => None,
+        })
+        .collect()
 }
