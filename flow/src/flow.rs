@@ -14,7 +14,6 @@ use crate::error::Error;
 use crate::logic::{Departition, Factory, Input, Position, Tag, Then, TopN, uniq_op};
 use crate::partition::Partition;
 use crate::reduce::Reduced;
-use crate::source::IterSource;
 use crate::stage::{Control, FlowStage};
 use crate::window::{StageWindow, Window};
 
@@ -244,7 +243,7 @@ impl<T: Send + 'static> Flow<T> {
             iters
                 .into_iter()
                 .map(|iter| {
-                    let handle = stage::producer(IterSource::new(iter))
+                    let handle = stage::producer(stage::IterProducer::new(iter).stop_on_cancel())
                         .dispatcher(dispatch())
                         .start()?;
                     stages.add(&handle);

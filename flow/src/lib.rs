@@ -76,7 +76,6 @@ mod logic;
 mod partition;
 mod reduce;
 mod run;
-mod source;
 mod stage;
 mod trigger;
 mod window;

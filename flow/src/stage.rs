@@ -279,7 +279,7 @@ impl<O: Send + 'static> FlowStage<O> {
     /// what it used.
     fn cut(&mut self, packet: Packet, id: SubscriptionId, ctx: &mut Context<O>, out: &mut Vec<O>) {
         let Some(&demand) = self.demands.get(&id) else {
-            self.process(packet, id, ctx, out);
+            self.process(packet, id, out);
             return;
         };
         let mut demand = demand;
@@ -292,7 +292,7 @@ impl<O: Send + 'static> FlowStage<O> {
             if batch.len < chunk.len() {
                 rest = Some(chunk.split_off(batch.len));
             }
-            self.process(chunk, id, ctx, out);
+            self.process(chunk, id, out);
             ctx.ask(id, batch.ask);
         }
         if let Some(d) = self.demands.get_mut(&id) {
@@ -301,13 +301,7 @@ impl<O: Send + 'static> FlowStage<O> {
     }
 
     /// One batch of raw input, into its window(s).
-    fn process(
-        &mut self,
-        batch: Packet,
-        sub: SubscriptionId,
-        ctx: &mut Context<O>,
-        out: &mut Vec<O>,
-    ) {
+    fn process(&mut self, batch: Packet, sub: SubscriptionId, out: &mut Vec<O>) {
         match &self.window.kind {
             StageKind::Global | StageKind::Periodic(_) => self.feed_current(batch, None, out),
             StageKind::Count(n) => {
@@ -319,7 +313,7 @@ impl<O: Send + 'static> FlowStage<O> {
                 for (window, run) in runs {
                     self.feed_fixed(sub, window, run, out);
                 }
-                self.watermark(ctx, out);
+                self.watermark(out);
             }
         }
     }
@@ -435,7 +429,7 @@ impl<O: Send + 'static> FlowStage<O> {
 
     /// Closes every fixed window all upstream producers have moved past (rules W-F4, W-F5,
     /// W-F6): `Done` (or `Watermark` and a timer, with lateness), gaps included.
-    fn watermark(&mut self, ctx: &mut Context<O>, out: &mut Vec<O>) {
+    fn watermark(&mut self, out: &mut Vec<O>) {
         let StageKind::Fixed { lateness, .. } = self.window.kind else {
             return;
         };
@@ -492,7 +486,6 @@ impl<O: Send + 'static> FlowStage<O> {
                 self.after(lateness, Control::LatenessOver(id));
             }
         }
-        let _ = ctx;
     }
 
     /// Sends the stage `msg` after `delay` (processing time).
@@ -663,7 +656,7 @@ impl<O: Send + 'static> ProducerConsumer for FlowStage<O> {
                     self.finish(ctx);
                 } else {
                     let mut out = Vec::new();
-                    self.watermark(ctx, &mut out);
+                    self.watermark(&mut out);
                     ctx.emit(out);
                 }
             }

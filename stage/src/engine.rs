@@ -333,7 +333,7 @@ impl<S: Send + 'static, K: Kind<S>> Engine<S, K> {
         };
         let id = SubscriptionId::next();
         if producer.is_closed() {
-            self.no_producer(id, opts.cancel_mode(), ack);
+            self.no_producer(opts.cancel_mode(), ack);
             return;
         }
         // The subscription exists (as manual) before the handler runs, so that asks the handler
@@ -366,7 +366,7 @@ impl<S: Send + 'static, K: Kind<S>> Engine<S, K> {
         self.apply();
     }
 
-    fn no_producer(&mut self, id: SubscriptionId, cancel: CancelMode, ack: Option<Ack>) {
+    fn no_producer(&mut self, cancel: CancelMode, ack: Option<Ack>) {
         if cancel != CancelMode::Temporary {
             info!(stage = %self.name, "could not subscribe: the producer is not running; stopping");
             self.stop.get_or_insert(Reason::NoProc);
@@ -374,7 +374,6 @@ impl<S: Send + 'static, K: Kind<S>> Engine<S, K> {
         if let Some(ack) = ack {
             let _ = ack.send(Err(SubscribeError::ProducerClosed));
         }
-        let _ = id;
     }
 
     fn ask_upstream(&mut self, id: SubscriptionId, n: usize) {

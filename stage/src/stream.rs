@@ -21,6 +21,26 @@ use crate::{Consumer, Producer, Reason};
 /// Made by [`from_iter`].
 pub struct IterProducer<I> {
     iter: I,
+    stop_on_cancel: bool,
+    consumers: usize,
+}
+
+impl<I> IterProducer<I> {
+    /// A producer over `iter` (what [`from_iter`] starts).
+    pub fn new(iter: I) -> Self {
+        IterProducer {
+            iter,
+            stop_on_cancel: false,
+            consumers: 0,
+        }
+    }
+
+    /// Stops normally when its last consumer cancels or exits (GenStage's
+    /// `on_cancel: :stop`), instead of waiting for new consumers.
+    pub fn stop_on_cancel(mut self) -> Self {
+        self.stop_on_cancel = true;
+        self
+    }
 }
 
 impl<I> fmt::Debug for IterProducer<I> {
@@ -45,6 +65,22 @@ where
             ctx.finish();
         }
         events
+    }
+
+    async fn handle_subscribe(
+        &mut self,
+        _: SubscriptionId,
+        _: &SubscribeOptions,
+        _: &mut Context<I::Item>,
+    ) {
+        self.consumers += 1;
+    }
+
+    async fn handle_cancel(&mut self, _: Cancel, _: SubscriptionId, ctx: &mut Context<I::Item>) {
+        self.consumers -= 1;
+        if self.stop_on_cancel && self.consumers == 0 {
+            ctx.stop(Reason::Normal);
+        }
     }
 }
 
@@ -74,9 +110,7 @@ where
     I::IntoIter: Send + 'static,
     I::Item: Send + 'static,
 {
-    crate::producer(IterProducer {
-        iter: iter.into_iter(),
-    })
+    crate::producer(IterProducer::new(iter.into_iter()))
 }
 
 /// What feeds a [`StreamProducer`]: a batch of items, or the end of the stream.

@@ -319,3 +319,31 @@ async fn stream_over_a_dead_producer_fails_unless_temporary_which_gives_an_empty
     let (got, _) = drain(s).await;
     assert_eq!(got, vec![]);
 }
+
+/// GenStage's `on_cancel: :stop`: an iterator producer told to stop when unsubscribed ends
+/// normally once its last consumer leaves; by default it keeps waiting for new consumers.
+#[tokio::test(start_paused = true)]
+async fn an_iter_producer_stops_on_cancel_only_when_told_to() {
+    for stop in [true, false] {
+        let producer = if stop {
+            stage::IterProducer::new(0..u64::MAX).stop_on_cancel()
+        } else {
+            stage::IterProducer::new(0..u64::MAX)
+        };
+        let p = stage::producer(producer).start().unwrap();
+        let opts = stage::SubscribeOptions::new().cancel(stage::CancelMode::Temporary);
+        let c = stage::consumer(support::Sink::new()).start().unwrap();
+        let id = c.subscribe(&p, opts).await.unwrap();
+        c.cancel(id, stage::Reason::Normal).unwrap();
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(1), p.join()).await;
+        if stop {
+            assert_eq!(ended, Ok(stage::Reason::Normal));
+        } else {
+            assert!(
+                ended.is_err(),
+                "a default iterator producer outlives its consumers"
+            );
+            assert!(p.is_running());
+        }
+    }
+}

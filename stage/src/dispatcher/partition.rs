@@ -56,6 +56,8 @@ pub struct PartitionDispatcher<T> {
     dropped: u64,
     /// One output batch per partition, reused between dispatches.
     out: Vec<Vec<T>>,
+    /// How many events each partition takes directly in one dispatch, reused likewise.
+    direct: Vec<usize>,
     /// Held infos, each with the queue positions `(partition, head)` it waits for.
     held: VecDeque<(u64, Vec<(usize, u64)>)>,
 }
@@ -133,6 +135,7 @@ impl<T> PartitionDispatcher<T> {
             queue_limit: DEFAULT_BUFFER_SIZE,
             dropped: 0,
             out: (0..partitions).map(|_| Vec::new()).collect(),
+            direct: Vec::with_capacity(partitions),
             held: VecDeque::new(),
         })
     }
@@ -205,17 +208,15 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
         let mut routed = 0;
         // How many events each partition takes directly this time (its consumer's demand,
         // unless events already wait in its queue): decided once per batch, not per event.
-        let direct: Vec<usize> = self
-            .partitions
-            .iter()
-            .map(|p| {
-                if p.consumer.is_some() && p.queue.is_empty() {
-                    p.demand
-                } else {
-                    0
-                }
-            })
-            .collect();
+        let mut direct = std::mem::take(&mut self.direct);
+        direct.clear();
+        direct.extend(self.partitions.iter().map(|p| {
+            if p.consumer.is_some() && p.queue.is_empty() {
+                p.demand
+            } else {
+                0
+            }
+        }));
         while routed < self.waiting {
             let Some(event) = events.next() else {
                 break;
@@ -249,6 +250,7 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
             }
         }
         self.waiting -= routed;
+        self.direct = direct;
         for (partition, out) in self.partitions.iter_mut().zip(&mut self.out) {
             if let (Some(id), false) = (partition.consumer, out.is_empty()) {
                 partition.demand -= out.len();
