@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use benches::{
-    ELIXIR_MAP_FILTER_REDUCE, ELIXIR_PARTITION_REDUCE, EVENTS, check_counts,
+    ELIXIR_MAP_FILTER_REDUCE, ELIXIR_PARTITION_REDUCE, EVENTS, Source, check_counts,
     expected_map_filter_sum, flow_map_filter_reduce, flow_partition_reduce, input,
     rayon_map_filter_reduce, rayon_partition_reduce, rayon_pool, runtime,
     sequential_partition_reduce,
@@ -34,12 +34,13 @@ impl Fixture {
 /// One measured implementation of a scenario.
 #[derive(Clone, Copy, Debug)]
 enum Run {
-    /// `map_filter_reduce` as a flow, with this `max_demand` (`None`: the default, 1000).
-    MapFilterFlow(Option<usize>),
+    /// `map_filter_reduce` as a flow reading its input this way, with this `max_demand`
+    /// (`None`: the default, 1000).
+    MapFilterFlow(Source, Option<usize>),
     /// `map_filter_reduce` with rayon.
     MapFilterRayon,
-    /// `partition_reduce` as a flow.
-    PartitionFlow,
+    /// `partition_reduce` as a flow reading its input this way.
+    PartitionFlow(Source),
     /// `partition_reduce` with rayon.
     PartitionRayon,
     /// `partition_reduce` as a loop on one thread.
@@ -50,11 +51,11 @@ impl Run {
     /// One run, timed; its result is checked after the clock stops.
     fn time(self, f: &Fixture) -> Duration {
         match self {
-            Run::MapFilterFlow(max_demand) => {
+            Run::MapFilterFlow(source, max_demand) => {
                 let data = Arc::clone(&f.data);
                 let (elapsed, sum) = f.rt.block_on(async {
                     let start = Instant::now();
-                    let sum = flow_map_filter_reduce(data, max_demand).await;
+                    let sum = flow_map_filter_reduce(source, data, max_demand).await;
                     (start.elapsed(), sum)
                 });
                 assert_eq!(sum, expected_map_filter_sum(EVENTS));
@@ -67,11 +68,11 @@ impl Run {
                 assert_eq!(sum, expected_map_filter_sum(EVENTS));
                 elapsed
             }
-            Run::PartitionFlow => {
+            Run::PartitionFlow(source) => {
                 let data = Arc::clone(&f.data);
                 let (elapsed, pairs) = f.rt.block_on(async {
                     let start = Instant::now();
-                    let pairs = flow_partition_reduce(data).await;
+                    let pairs = flow_partition_reduce(source, data).await;
                     (start.elapsed(), pairs)
                 });
                 check_counts(EVENTS, pairs);
@@ -96,15 +97,24 @@ impl Run {
 }
 
 /// `map_filter_reduce`'s measurements: criterion's names for them, and what they run.
-const MAP_FILTER_REDUCE: [(&str, Run); 3] = [
-    ("flow", Run::MapFilterFlow(None)),
-    ("flow_max_demand_10000", Run::MapFilterFlow(Some(10_000))),
+const MAP_FILTER_REDUCE: [(&str, Run); 5] = [
+    ("flow_from_shared", Run::MapFilterFlow(Source::Shared, None)),
+    (
+        "flow_from_shared_max_demand_10000",
+        Run::MapFilterFlow(Source::Shared, Some(10_000)),
+    ),
+    ("flow_from_iter", Run::MapFilterFlow(Source::Iter, None)),
+    (
+        "flow_from_iter_max_demand_10000",
+        Run::MapFilterFlow(Source::Iter, Some(10_000)),
+    ),
     ("rayon", Run::MapFilterRayon),
 ];
 
 /// `partition_reduce`'s measurements.
-const PARTITION_REDUCE: [(&str, Run); 3] = [
-    ("flow", Run::PartitionFlow),
+const PARTITION_REDUCE: [(&str, Run); 4] = [
+    ("flow_from_shared", Run::PartitionFlow(Source::Shared)),
+    ("flow_from_iter", Run::PartitionFlow(Source::Iter)),
     ("rayon", Run::PartitionRayon),
     ("sequential", Run::PartitionSequential),
 ];
@@ -159,18 +169,15 @@ fn best_rates<const N: usize>(f: &Fixture, runs: [Run; N]) -> [f64; N] {
 fn summary(_: &mut Criterion) {
     let f = Fixture::new();
     println!();
-    let [flow, flow_10k, rayon] = best_rates(
-        &f,
-        [
-            Run::MapFilterFlow(None),
-            Run::MapFilterFlow(Some(10_000)),
-            Run::MapFilterRayon,
-        ],
-    );
-    for (name, ours) in [
-        ("map_filter_reduce", flow),
-        ("map_filter_reduce/max_demand_10000", flow_10k),
-    ] {
+    let runs = MAP_FILTER_REDUCE.map(|(_, run)| run);
+    let rates = best_rates(&f, runs);
+    let rayon = rates[runs.len() - 1];
+    for ((name, _), ours) in MAP_FILTER_REDUCE
+        .iter()
+        .zip(rates)
+        .filter(|((name, _), _)| *name != "rayon")
+    {
+        let name = format!("map_filter_reduce/{name}");
         println!(
             "{name}: ours {ours:.1} M events/s, baseline (rayon) {rayon:.1} M events/s, \
              ratio ours/baseline {:.2} (goal >= 0.33), ours/Elixir {:.1}x (Elixir \
@@ -179,23 +186,18 @@ fn summary(_: &mut Criterion) {
             ours / ELIXIR_MAP_FILTER_REDUCE,
         );
     }
-    let [ours, rayon, sequential] = best_rates(
-        &f,
-        [
-            Run::PartitionFlow,
-            Run::PartitionRayon,
-            Run::PartitionSequential,
-        ],
-    );
-    println!(
-        "partition_reduce: ours {ours:.1} M events/s, baseline (rayon) {rayon:.1} M events/s, \
+    let [shared, iter, rayon, sequential] = best_rates(&f, PARTITION_REDUCE.map(|(_, run)| run));
+    for (name, ours) in [("flow_from_shared", shared), ("flow_from_iter", iter)] {
+        println!(
+            "partition_reduce/{name}: ours {ours:.1} M events/s, baseline (rayon) {rayon:.1} M events/s, \
          ratio ours/baseline {:.2}, sequential {sequential:.1} M events/s, ratio \
          ours/sequential {:.2}, ours/Elixir {:.1}x (Elixir {ELIXIR_PARTITION_REDUCE} M \
          events/s, goal 10x)",
-        ours / rayon,
-        ours / sequential,
-        ours / ELIXIR_PARTITION_REDUCE,
-    );
+            ours / rayon,
+            ours / sequential,
+            ours / ELIXIR_PARTITION_REDUCE,
+        );
+    }
 }
 
 /// The benchmark group; `criterion_group!` makes an undocumented `pub fn`.

@@ -278,15 +278,38 @@ pub fn expected_map_filter_sum(total: u64) -> u64 {
     3 * evens * evens.saturating_sub(1)
 }
 
-/// `map_filter_reduce` as a flow: one source reading `data`, one layer of stages (the default,
+/// How a flow benchmark reads its input `Vec`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// `Flow::from_shared`: the stages of the first layer read the shared `Vec` themselves.
+    Shared,
+    /// `Flow::from_iter` over [`shared_iter`]: one producer stage reads it for them.
+    Iter,
+}
+
+impl Source {
+    /// A flow over `data`, read this way.
+    pub fn flow(self, data: Arc<Vec<u64>>) -> flow::Flow<u64> {
+        match self {
+            Source::Shared => flow::Flow::from_shared(data),
+            Source::Iter => flow::Flow::from_iter(shared_iter(data)),
+        }
+    }
+}
+
+/// `map_filter_reduce` as a flow: a source reading `data`, one layer of stages (the default,
 /// one per core) mapping, filtering and summing, each stage emitting its sum when its input
 /// is done; returns the total of those sums. `max_demand` is the layer's (default 1000).
 ///
 /// # Panics
 ///
 /// Outside a tokio runtime, or if the flow fails.
-pub async fn flow_map_filter_reduce(data: Arc<Vec<u64>>, max_demand: Option<usize>) -> u64 {
-    let mut source = flow::Flow::from_iter(shared_iter(data));
+pub async fn flow_map_filter_reduce(
+    source: Source,
+    data: Arc<Vec<u64>>,
+    max_demand: Option<usize>,
+) -> u64 {
+    let mut source = source.flow(data);
     if let Some(max) = max_demand {
         source = source.max_demand(max);
     }
@@ -314,15 +337,16 @@ pub fn count(counts: &mut Counts, x: u64) {
     *counts.entry(key(&x)).or_insert(0) += 1;
 }
 
-/// `partition_reduce` as a flow: one source reading `data`, partitioned by [`key`] over one
+/// `partition_reduce` as a flow: a source reading `data`, partitioned by [`key`] over one
 /// stage per core, each counting its keys in a `HashMap` and emitting the `(key, count)`
 /// pairs when its input is done. Returns every pair.
 ///
 /// # Panics
 ///
 /// Outside a tokio runtime, or if the flow fails.
-pub async fn flow_partition_reduce(data: Arc<Vec<u64>>) -> Vec<(u64, u64)> {
-    flow::Flow::from_iter(shared_iter(data))
+pub async fn flow_partition_reduce(source: Source, data: Arc<Vec<u64>>) -> Vec<(u64, u64)> {
+    source
+        .flow(data)
         .partition(flow::Partition::by_key(key))
         .reduce(Counts::new, count)
         .emit_events()

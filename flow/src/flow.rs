@@ -7,13 +7,15 @@ use std::sync::Arc;
 
 use futures::Stream;
 use stage::{
-    CancelMode, DemandDispatcher, Dispatcher, OptionError, Packet, ProducerRef, SubscribeOptions,
+    BufferSize, CancelMode, DemandDispatcher, Dispatcher, OptionError, Packet, ProducerRef,
+    SubscribeOptions,
 };
 
 use crate::error::Error;
 use crate::logic::{Departition, Factory, Input, Position, Tag, Then, TopN, uniq_op};
 use crate::partition::Partition;
 use crate::reduce::Reduced;
+use crate::source::{Chunks, Owned, Shared};
 use crate::stage::{Control, FlowStage};
 use crate::window::{StageWindow, Window};
 
@@ -96,9 +98,7 @@ enum Repr<T> {
 }
 
 pub(crate) struct Layer<T> {
-    inputs: Inputs,
-    /// Stage `i` subscribes to each input with `partition(i)`.
-    partitioned: bool,
+    feed: Feed,
     pub(crate) logic: Factory<T>,
     pub(crate) options: Options,
     /// Whether any operation was added (`map_batch` must come first).
@@ -107,6 +107,18 @@ pub(crate) struct Layer<T> {
     pub(crate) reduced: bool,
     /// A departition layer: always one stage.
     single: bool,
+}
+
+/// What a layer's stages read.
+enum Feed {
+    /// Producers the stages subscribe to.
+    Upstream {
+        inputs: Inputs,
+        /// Stage `i` subscribes to each input with `partition(i)`.
+        partitioned: bool,
+    },
+    /// A collection the stages read themselves, as producers.
+    Local(Arc<dyn Chunks>),
 }
 
 /// Per-layer options.
@@ -169,7 +181,7 @@ impl<T> fmt::Debug for Flow<T> {
             Ok(Repr::Layer(layer)) => f
                 .debug_struct("Flow")
                 .field("layer", &layer.options)
-                .field("partitioned", &layer.partitioned)
+                .field("local", &matches!(layer.feed, Feed::Local(_)))
                 .field("reduced", &layer.reduced)
                 .finish(),
             Err(e) => f.debug_struct("Flow").field("error", e).finish(),
@@ -289,6 +301,64 @@ impl<T: Send + 'static> Flow<T> {
         }))
     }
 
+    /// A flow over the events of a `Vec`, read by the stages of the first layer themselves:
+    /// whichever stage has room takes the next `max_demand` events, moved out of the `Vec`
+    /// without cloning. No producer stage sits in between, so the reading is as parallel as
+    /// the layer (rayon's `into_par_iter`, with back-pressure).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let sum: u64 = flow::Flow::from_vec((1..=100u64).collect())
+    ///     .map(|x| x * 2)
+    ///     .reduce(|| 0u64, |sum, x| *sum += x)
+    ///     .emit_state()
+    ///     .collect_blocking()
+    ///     .unwrap()
+    ///     .iter()
+    ///     .sum();
+    /// assert_eq!(sum, 10_100);
+    /// ```
+    pub fn from_vec(events: Vec<T>) -> Self {
+        Flow::from_chunks(Arc::new(Owned::new(events)))
+    }
+
+    /// A flow over a shared slice (an `Arc<Vec<T>>`, `Arc<[T]>`, ...) that stays the caller's:
+    /// like [`from_vec`](Flow::from_vec), but each batch is cloned (one `memcpy` for `Copy`
+    /// events) and the data is left intact, for rereading it or sharing it with other work.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    ///
+    /// let data: Arc<Vec<u32>> = Arc::new((0..1000).collect());
+    /// let evens = flow::Flow::from_shared(Arc::clone(&data))
+    ///     .filter(|x| x % 2 == 0)
+    ///     .collect_blocking()
+    ///     .unwrap();
+    /// assert_eq!(evens.len(), 500);
+    /// assert_eq!(data.len(), 1000);
+    /// ```
+    pub fn from_shared<S>(events: Arc<S>) -> Self
+    where
+        S: AsRef<[T]> + Send + Sync + ?Sized + 'static,
+        T: Clone,
+    {
+        Flow::from_chunks(Arc::new(Shared::new(events)))
+    }
+
+    fn from_chunks(chunks: Arc<dyn Chunks>) -> Self {
+        Flow::from_layer(Layer {
+            feed: Feed::Local(chunks),
+            logic: Input::factory(),
+            options: Options::default(),
+            has_ops: false,
+            reduced: false,
+            single: false,
+        })
+    }
+
     /// A flow reading running producer stages (GenStage producers or producer-consumers). It
     /// subscribes transiently: a producer that stops normally ends its part of the flow.
     ///
@@ -310,10 +380,12 @@ impl<T: Send + 'static> Flow<T> {
             return Flow::failed(Error::misuse("from_stages needs at least one producer"));
         }
         Flow::from_layer(Layer {
-            inputs: Box::new(move |_: &Stages| {
-                Ok(producers.iter().map(ProducerRef::erase).collect())
-            }),
-            partitioned: false,
+            feed: Feed::Upstream {
+                inputs: Box::new(move |_: &Stages| {
+                    Ok(producers.iter().map(ProducerRef::erase).collect())
+                }),
+                partitioned: false,
+            },
             logic: Input::factory(),
             options: Options::default(),
             has_ops: false,
@@ -412,13 +484,15 @@ impl<T: Send + 'static> Flow<T> {
         match self.repr? {
             Repr::Layer(layer) => Ok(layer),
             Repr::Source { start, options } => Ok(Layer {
-                inputs: Box::new(move |stages: &Stages| {
-                    Ok(start(demand_dispatch(), stages)?
-                        .iter()
-                        .map(ProducerRef::erase)
-                        .collect())
-                }),
-                partitioned: false,
+                feed: Feed::Upstream {
+                    inputs: Box::new(move |stages: &Stages| {
+                        Ok(start(demand_dispatch(), stages)?
+                            .iter()
+                            .map(ProducerRef::erase)
+                            .collect())
+                    }),
+                    partitioned: false,
+                },
                 logic: Input::factory(),
                 options,
                 has_ops: false,
@@ -464,8 +538,7 @@ impl<T: Send + 'static> Flow<T> {
             ));
         }
         Flow::from_layer(Layer {
-            inputs: layer.inputs,
-            partitioned: layer.partitioned,
+            feed: layer.feed,
             logic: Then::factory(layer.logic, make_op),
             options: layer.options,
             has_ops: layer.has_ops || name != "map_batch",
@@ -741,14 +814,16 @@ impl<T: Send + 'static> Flow<T> {
             Err(e) => return Flow::failed(e),
         };
         Flow::from_layer(Layer {
-            inputs: Box::new(move |stages: &Stages| {
-                Ok(upstream
-                    .start(dispatch, stages)?
-                    .iter()
-                    .map(ProducerRef::erase)
-                    .collect())
-            }),
-            partitioned,
+            feed: Feed::Upstream {
+                inputs: Box::new(move |stages: &Stages| {
+                    Ok(upstream
+                        .start(dispatch, stages)?
+                        .iter()
+                        .map(ProducerRef::erase)
+                        .collect())
+                }),
+                partitioned,
+            },
             logic: Input::factory(),
             options,
             has_ops: false,
@@ -789,8 +864,7 @@ impl<T: Send + 'static> Flow<T> {
         };
         let partitions = layer.options.stages;
         let tagged = Layer {
-            inputs: layer.inputs,
-            partitioned: layer.partitioned,
+            feed: layer.feed,
             logic: Tag::factory(layer.logic),
             options: layer.options,
             has_ops: true,
@@ -802,14 +876,16 @@ impl<T: Send + 'static> Flow<T> {
             ..Options::default()
         };
         Flow::from_layer(Layer {
-            inputs: Box::new(move |stages: &Stages| {
-                Ok(tagged
-                    .start(demand_dispatch(), stages)?
-                    .iter()
-                    .map(ProducerRef::erase)
-                    .collect())
-            }),
-            partitioned: false,
+            feed: Feed::Upstream {
+                inputs: Box::new(move |stages: &Stages| {
+                    Ok(tagged
+                        .start(demand_dispatch(), stages)?
+                        .iter()
+                        .map(ProducerRef::erase)
+                        .collect())
+                }),
+                partitioned: false,
+            },
             logic: Departition::factory(
                 partitions,
                 Arc::new(init),
@@ -851,8 +927,7 @@ impl<T: Send + 'static> Flow<T> {
         let cmp = Arc::new(cmp);
         let merge_cmp = Arc::clone(&cmp);
         let top = Layer {
-            inputs: layer.inputs,
-            partitioned: layer.partitioned,
+            feed: layer.feed,
             logic: TopN::factory(layer.logic, n, cmp),
             options: layer.options,
             has_ops: true,
@@ -996,8 +1071,7 @@ impl<T: Send + 'static> Layer<T> {
         reduced: bool,
     ) -> Layer<R> {
         Layer {
-            inputs: self.inputs,
-            partitioned: self.partitioned,
+            feed: self.feed,
             logic,
             options: self.options,
             has_ops: true,
@@ -1013,38 +1087,67 @@ impl<T: Send + 'static> Layer<T> {
         stages: &Stages,
     ) -> Result<Vec<ProducerRef<T>>, Error> {
         let (max, min) = self.options.limits()?;
-        let inputs = (self.inputs)(stages)?;
         let count = self.options.stages;
-        let mut producers = Vec::with_capacity(count);
-        for index in 0..count {
+        let stage = |index| {
             let pos = Position { index, count };
-            let mut builder = stage::producer_consumer(FlowStage::new(
-                pos,
-                max,
-                min,
-                self.options.window.clone(),
-                Arc::clone(&self.logic),
-            ))
-            .name(format!("flow stage {index}/{count}"))
-            .dispatcher(dispatch());
-            for input in &inputs {
-                let mut opts = SubscribeOptions::new()
-                    .max_demand(max)
-                    .min_demand(min)
-                    .cancel(CancelMode::Temporary);
-                if self.partitioned {
-                    opts = opts.partition(index);
+            let window = self.options.window.clone();
+            FlowStage::new(pos, max, min, window, Arc::clone(&self.logic))
+        };
+        let name = |index| format!("flow stage {index}/{count}");
+        let mut producers = Vec::with_capacity(count);
+        match self.feed {
+            Feed::Upstream {
+                inputs,
+                partitioned,
+            } => {
+                let inputs = inputs(stages)?;
+                for index in 0..count {
+                    let mut builder = stage::producer_consumer(stage(index))
+                        .name(name(index))
+                        .dispatcher(dispatch());
+                    for input in &inputs {
+                        let mut opts = SubscribeOptions::new()
+                            .max_demand(max)
+                            .min_demand(min)
+                            .cancel(CancelMode::Temporary);
+                        if partitioned {
+                            opts = opts.partition(index);
+                        }
+                        builder = builder.subscribe_to(input, opts);
+                    }
+                    let handle = builder.start()?;
+                    producers.push(wire(handle, stages));
                 }
-                builder = builder.subscribe_to(input, opts);
             }
-            let handle = builder.start()?;
-            stages.add(&handle);
-            let _ = handle.cast(Control::Me(handle.clone()));
-            let _ = handle.cast(Control::Started);
-            producers.push(handle.producer());
+            Feed::Local(chunks) => {
+                for index in 0..count {
+                    // What a stage reads ahead of demand is at most one batch's output, held
+                    // in its buffer until asked for: never dropped.
+                    let handle = stage::producer(stage(index).local(Arc::clone(&chunks)))
+                        .name(name(index))
+                        .dispatcher(dispatch())
+                        .buffer_size(BufferSize::Unbounded)
+                        .start()?;
+                    producers.push(wire(handle, stages));
+                }
+            }
         }
         Ok(producers)
     }
+}
+
+/// Registers a started stage of a layer, tells it how to message itself and that its initial
+/// subscriptions are made; returns it as a producer.
+fn wire<T, K>(handle: stage::StageHandle<FlowStage<T>, K>, stages: &Stages) -> ProducerRef<T>
+where
+    T: Send + 'static,
+    K: stage::Kind<FlowStage<T>, Out = T, Msg = Control<T>> + stage::Emits,
+{
+    stages.add(&handle);
+    let me = handle.clone();
+    let _ = handle.cast(Control::Me(Arc::new(move |c| me.cast(c).is_ok())));
+    let _ = handle.cast(Control::Started);
+    handle.producer()
 }
 
 #[cfg(test)]

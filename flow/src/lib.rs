@@ -25,7 +25,9 @@
 //! core) built on [`stage`]'s producers and producer-consumers, so every hop has GenStage's
 //! demand-driven back-pressure: no stage ever holds more than it asked for. Sources
 //! ([`Flow::from_iter`], [`Flow::from_stream`], [`Flow::from_stages`]) start the first layer;
-//! [`Flow::partition`], [`Flow::shuffle`] and [`Flow::departition`] start new ones. The mappers
+//! [`Flow::partition`], [`Flow::shuffle`] and [`Flow::departition`] start new ones. Collections
+//! already in memory ([`Flow::from_vec`], [`Flow::from_shared`]) are read by the first layer's
+//! stages themselves, as their consumers ask, with no producer stage in between. The mappers
 //! written in a layer (`map`, `filter`, `flat_map`, ...) are fused: each stage applies them to a
 //! whole batch at a time, in one pass.
 //!
@@ -56,10 +58,11 @@
 //! A flow pays per *batch*, not per event: each batch is one message between stages and one
 //! pass of the fused operators. The default `max_demand` (1000, as in Flow) keeps latency and
 //! memory low; for cheap per-event work over many events, raise it on each layer
-//! (`.max_demand(10_000)`; 2-4x faster on the `map_filter_reduce` benchmark). A single
-//! [`Flow::from_iter`] source is read by one task: split large inputs over several sources
-//! with [`Flow::from_iters`] so that reading is parallel too. `benches/README.md` has the
-//! figures against rayon.
+//! (`.max_demand(10_000)`; 1.5-3x faster on the `map_filter_reduce` benchmark). A
+//! [`Flow::from_iter`] source is read by one producer task, which copies every event and sends
+//! it on: for data already in a `Vec` or a shared slice, [`Flow::from_vec`] and
+//! [`Flow::from_shared`] are 5-7x faster, since every stage takes its own batches straight from
+//! the collection. `benches/README.md` has the figures against rayon.
 //!
 //! # Differences from Flow
 //!
@@ -76,6 +79,7 @@ mod logic;
 mod partition;
 mod reduce;
 mod run;
+mod source;
 mod stage;
 mod trigger;
 mod window;

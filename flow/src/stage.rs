@@ -3,13 +3,16 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use stage::demand::Demand;
 use stage::{
-    Cancel, Context, Packet, Peer, ProducerConsumer, ProducerConsumerHandle, Reason,
-    SubscribeOptions, SubscriptionId, SubscriptionMode,
+    Cancel, Context, Packet, Peer, Producer, ProducerConsumer, Reason, SubscribeOptions,
+    SubscriptionId, SubscriptionMode,
 };
 
 use crate::logic::{Factory, Logic, Position};
+use crate::source::{Chunks, Reader};
 use crate::trigger::{Trigger, TriggerName, WindowKind};
 use crate::window::{Custom, StageKind, StageWindow, Step};
 
@@ -89,16 +92,21 @@ fn feed_window<O>(
     }
 }
 
+/// Sends a stage a [`Control`] message; `false` once the stage is gone.
+pub(crate) type Me<O> = Arc<dyn Fn(Control<O>) -> bool + Send + Sync>;
+
 /// What a flow (and its timers) tell its stages.
 pub(crate) enum Control<O: Send + 'static> {
-    /// The stage's own handle, for its timers.
-    Me(ProducerConsumerHandle<FlowStage<O>>),
+    /// The stage's way to message itself, for its timers and its local source.
+    Me(Me<O>),
     /// The initial subscriptions are made (finish at once if there are none).
     Started,
     /// Timer `i` fired: 0 is the periodic window, `1 + k` is `trigger_periodically` number `k`.
     Tick(usize),
     /// A fixed window's allowed lateness is over.
     LatenessOver(u64),
+    /// Read on from the local source.
+    Pull,
 }
 
 impl<O: Send + 'static> std::fmt::Debug for Control<O> {
@@ -108,6 +116,7 @@ impl<O: Send + 'static> std::fmt::Debug for Control<O> {
             Control::Started => f.write_str("Started"),
             Control::Tick(i) => write!(f, "Tick({i})"),
             Control::LatenessOver(w) => write!(f, "LatenessOver({w})"),
+            Control::Pull => f.write_str("Pull"),
         }
     }
 }
@@ -131,12 +140,28 @@ struct Held<O> {
 /// Fixed windows (Flow rules W-F2 to W-F7).
 struct Fixed<O> {
     held: BTreeMap<u64, Held<O>>,
-    /// Each upstream producer's most recent window.
-    latest: HashMap<SubscriptionId, u64>,
+    /// Each input's most recent window.
+    latest: HashMap<Input, u64>,
     /// The lowest window not closed yet.
     all: Option<u64>,
     /// Windows past their watermark, waiting for their lateness to end.
     in_lateness: std::collections::BTreeSet<u64>,
+}
+
+/// Where a batch came from: a subscription, or (`None`) the stage's local source.
+type Input = Option<SubscriptionId>;
+
+/// How many batches a stage reads from its local source before it lets its other messages
+/// (timers, cancellations) in: it goes on by sending itself [`Control::Pull`].
+const PULL_BATCHES: usize = 16;
+
+/// A source the stage reads itself (it then runs as a producer, with no subscriptions).
+struct Local {
+    reader: Box<dyn Reader>,
+    /// Events downstream asked for and not yet emitted (negative: emitted ahead, buffered).
+    credit: i64,
+    /// A [`Control::Pull`] is on its way.
+    pulling: bool,
 }
 
 enum State<O> {
@@ -146,7 +171,8 @@ enum State<O> {
 
 /// One stage of a layer. It subscribes to its inputs in manual mode and counts demand itself,
 /// exactly as an automatic consumer would (batches of `max - min`, refill at `min`), and runs
-/// its windows' logic.
+/// its windows' logic. A stage with a local source runs as a producer instead: it reads
+/// batches of `max` events from the source while its consumers' demand is unmet.
 pub(crate) struct FlowStage<O: Send + 'static> {
     pos: Position,
     max: usize,
@@ -158,7 +184,8 @@ pub(crate) struct FlowStage<O: Send + 'static> {
     factory: Factory<O>,
     window: StageWindow,
     state: State<O>,
-    me: Option<ProducerConsumerHandle<FlowStage<O>>>,
+    local: Option<Local>,
+    me: Option<Me<O>>,
     timers: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -212,9 +239,20 @@ impl<O: Send + 'static> FlowStage<O> {
             factory,
             window,
             state,
+            local: None,
             me: None,
             timers: Vec::new(),
         }
+    }
+
+    /// The stage reads `chunks` itself rather than subscribing to producers.
+    pub(crate) fn local(mut self, chunks: Arc<dyn Chunks>) -> Self {
+        self.local = Some(Local {
+            reader: chunks.reader(self.max),
+            credit: 0,
+            pulling: false,
+        });
+        self
     }
 
     fn kind(&self) -> WindowKind {
@@ -279,7 +317,7 @@ impl<O: Send + 'static> FlowStage<O> {
     /// what it used.
     fn cut(&mut self, packet: Packet, id: SubscriptionId, ctx: &mut Context<O>, out: &mut Vec<O>) {
         let Some(&demand) = self.demands.get(&id) else {
-            self.process(packet, id, out);
+            self.process(packet, Some(id), out);
             return;
         };
         let mut demand = demand;
@@ -292,7 +330,7 @@ impl<O: Send + 'static> FlowStage<O> {
             if batch.len < chunk.len() {
                 rest = Some(chunk.split_off(batch.len));
             }
-            self.process(chunk, id, out);
+            self.process(chunk, Some(id), out);
             ctx.ask(id, batch.ask);
         }
         if let Some(d) = self.demands.get_mut(&id) {
@@ -301,7 +339,7 @@ impl<O: Send + 'static> FlowStage<O> {
     }
 
     /// One batch of raw input, into its window(s).
-    fn process(&mut self, batch: Packet, sub: SubscriptionId, out: &mut Vec<O>) {
+    fn process(&mut self, batch: Packet, sub: Input, out: &mut Vec<O>) {
         match &self.window.kind {
             StageKind::Global | StageKind::Periodic(_) => self.feed_current(batch, None, out),
             StageKind::Count(n) => {
@@ -376,8 +414,8 @@ impl<O: Send + 'static> FlowStage<O> {
         append(out, old.trigger(&done));
     }
 
-    /// A run of events of fixed window `window` from subscription `sub` (rule W-F3).
-    fn feed_fixed(&mut self, sub: SubscriptionId, window: u64, run: Packet, out: &mut Vec<O>) {
+    /// A run of events of fixed window `window` from input `sub` (rule W-F3).
+    fn feed_fixed(&mut self, sub: Input, window: u64, run: Packet, out: &mut Vec<O>) {
         let State::Fixed(fixed) = &mut self.state else {
             return;
         };
@@ -436,16 +474,15 @@ impl<O: Send + 'static> FlowStage<O> {
         let State::Fixed(fixed) = &mut self.state else {
             return;
         };
-        if self.demands.is_empty() || self.demands.keys().any(|s| !fixed.latest.contains_key(s)) {
+        let local = self.local.is_some();
+        let inputs = || {
+            let subscriptions = self.demands.keys().copied().map(Some);
+            local.then_some(None).into_iter().chain(subscriptions)
+        };
+        if inputs().next().is_none() || inputs().any(|s| !fixed.latest.contains_key(&s)) {
             return;
         }
-        let Some(min) = self
-            .demands
-            .keys()
-            .filter_map(|s| fixed.latest.get(s))
-            .min()
-            .copied()
-        else {
+        let Some(min) = inputs().filter_map(|s| fixed.latest.get(&s)).min().copied() else {
             return;
         };
         let Some(from) = fixed.all.or_else(|| fixed.held.keys().next().copied()) else {
@@ -493,7 +530,7 @@ impl<O: Send + 'static> FlowStage<O> {
         if let Some(me) = self.me.clone() {
             self.timers.push(tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
-                let _ = me.cast(msg);
+                me(msg);
             }));
         }
     }
@@ -514,7 +551,7 @@ impl<O: Send + 'static> FlowStage<O> {
                     tokio::time::interval_at(tokio::time::Instant::now() + period, period);
                 loop {
                     interval.tick().await;
-                    if me.cast(Control::Tick(i)).is_err() {
+                    if !me(Control::Tick(i)) {
                         return;
                     }
                 }
@@ -650,7 +687,7 @@ impl<O: Send + 'static> ProducerConsumer for FlowStage<O> {
                 }
                 if let State::Fixed(fixed) = &mut self.state {
                     // A producer that finished leaves the watermark (rule W-F4).
-                    fixed.latest.remove(&id);
+                    fixed.latest.remove(&Some(id));
                 }
                 if self.demands.is_empty() && self.started {
                     self.finish(ctx);
@@ -660,32 +697,115 @@ impl<O: Send + 'static> ProducerConsumer for FlowStage<O> {
                     ctx.emit(out);
                 }
             }
-            Peer::Consumer => {
-                self.consumers -= 1;
-                if self.consumers == 0 && !self.finished {
-                    // Whoever read this flow is gone: stop the stages feeding it too.
-                    ctx.stop(Reason::Shutdown);
-                }
-            }
+            Peer::Consumer => self.consumer_left(ctx),
         }
     }
 
     async fn handle_cast(&mut self, control: Control<O>, ctx: &mut Context<O>) {
+        self.control(control, ctx);
+    }
+}
+
+/// A stage with a local source: no subscriptions, it reads the source as its consumers ask.
+impl<O: Send + 'static> Producer for FlowStage<O> {
+    type Out = O;
+    type Call = ();
+    type Reply = ();
+    type Msg = Control<O>;
+
+    async fn handle_demand(&mut self, demand: usize, ctx: &mut Context<O>) -> Vec<O> {
+        if let Some(local) = &mut self.local {
+            local.credit = local.credit.saturating_add_unsigned(demand as u64);
+            if !local.pulling {
+                self.pull(ctx);
+            }
+        }
+        Vec::new()
+    }
+
+    async fn handle_subscribe(
+        &mut self,
+        _: SubscriptionId,
+        _: &SubscribeOptions,
+        _: &mut Context<O>,
+    ) {
+        self.consumers += 1;
+    }
+
+    async fn handle_cancel(&mut self, _: Cancel, _: SubscriptionId, ctx: &mut Context<O>) {
+        self.consumer_left(ctx);
+    }
+
+    async fn handle_cast(&mut self, control: Control<O>, ctx: &mut Context<O>) {
+        self.control(control, ctx);
+    }
+}
+
+impl<O: Send + 'static> FlowStage<O> {
+    fn control(&mut self, control: Control<O>, ctx: &mut Context<O>) {
         let mut out = Vec::new();
         match control {
             Control::Me(me) => {
                 self.me = Some(me);
                 self.start_timers();
+                if self
+                    .local
+                    .as_ref()
+                    .is_some_and(|l| l.credit > 0 && !l.pulling)
+                {
+                    self.pull(ctx);
+                }
             }
             Control::Started => {
                 self.started = true;
-                if self.demands.is_empty() {
+                if self.demands.is_empty() && self.local.is_none() {
                     self.finish(ctx);
                 }
             }
             Control::Tick(timer) => self.tick(timer, &mut out),
             Control::LatenessOver(window) => self.lateness_over(window, &mut out),
+            Control::Pull => {
+                if let Some(local) = &mut self.local {
+                    local.pulling = false;
+                }
+                self.pull(ctx);
+            }
         }
         ctx.emit(out);
+    }
+
+    /// Reads the local source while downstream demand is unmet, at most [`PULL_BATCHES`]
+    /// batches at a time, then sends itself [`Control::Pull`] to go on after the messages
+    /// that arrived meanwhile; finishes the stage once the source is exhausted.
+    fn pull(&mut self, ctx: &mut Context<O>) {
+        let mut out = Vec::new();
+        for _ in 0..PULL_BATCHES {
+            let Some(local) = &mut self.local else { return };
+            if self.finished || local.credit <= out.len() as i64 {
+                break;
+            }
+            let Some(batch) = local.reader.next() else {
+                ctx.emit(out);
+                self.finish(ctx);
+                return;
+            };
+            self.process(batch, None, &mut out);
+        }
+        let Some(local) = &mut self.local else { return };
+        local.credit -= out.len() as i64;
+        ctx.emit(out);
+        // Without `me` yet, the `Me` message is on its way and pulls when it arrives.
+        if let (true, false, Some(me)) = (local.credit > 0, self.finished, &self.me) {
+            local.pulling = me(Control::Pull);
+        }
+    }
+
+    /// A consumer cancelled. Once none is left, whoever read this flow is gone: the stage
+    /// stops, and with it the stages feeding it.
+    fn consumer_left(&mut self, ctx: &mut Context<O>) {
+        self.consumers -= 1;
+        if self.consumers == 0 && !self.finished {
+            ctx.stop(Reason::Shutdown);
+        }
     }
 }

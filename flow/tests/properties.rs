@@ -81,6 +81,44 @@ proptest! {
     }
 
     #[test]
+    fn local_sources_give_the_sequential_multiset_and_fold(
+        input in input(),
+        (stages, max, _) in layout(),
+        shared in any::<bool>(),
+        modulus in 1u32..60,
+    ) {
+        let source = |input: Vec<u32>| if shared {
+            Flow::from_shared(std::sync::Arc::new(input))
+        } else {
+            Flow::from_vec(input)
+        };
+        let expected: Vec<u32> = input.iter().filter(|x| *x % 3 != 0).map(|x| x + 1).collect();
+        let flow = source(input.clone())
+            .stages(stages)
+            .max_demand(max)
+            .filter(|x| x % 3 != 0)
+            .map(|x| x + 1);
+        let got = blocking(move || flow.collect_blocking()).unwrap();
+        prop_assert_eq!(sorted(got), sorted(expected));
+
+        let mut expected: HashMap<u32, usize> = HashMap::new();
+        for x in &input {
+            *expected.entry(x % modulus).or_insert(0) += 1;
+        }
+        let flow = source(input)
+            .stages(stages)
+            .max_demand(max)
+            .map(move |x| x % modulus)
+            .partition(Partition::by_key(|k: &u32| *k).stages(stages))
+            .reduce(HashMap::new, |counts: &mut HashMap<u32, usize>, k| {
+                *counts.entry(k).or_insert(0) += 1
+            })
+            .emit_events();
+        let got: HashMap<u32, usize> = blocking(move || flow.collect_blocking()).unwrap().into_iter().collect();
+        prop_assert_eq!(got, expected);
+    }
+
+    #[test]
     fn departitioned_stage_sums_equal_the_sequential_sum(
         input in input(),
         (stages, max, min) in layout(),

@@ -410,3 +410,186 @@ fn the_option_error_message_names_the_option() {
     });
     assert!(err.to_string().contains("stages"), "{err}");
 }
+
+// ----- local sources: from_vec and from_shared -----
+//
+// The first layer's stages read these themselves (no producer stage), so the same rules must
+// hold: every event once, reading only as far as downstream asks, windows counting the events
+// as they are read, a failure reported.
+
+/// `0..n`, as each local source reads it, mapped by every stage.
+fn local_flows(n: u32) -> [(&'static str, Flow<u32>); 2] {
+    let shared: Arc<Vec<u32>> = Arc::new((0..n).collect());
+    [
+        ("from_vec", Flow::from_vec((0..n).collect())),
+        ("from_shared", Flow::from_shared(shared)),
+    ]
+}
+
+#[test]
+fn local_sources_yield_every_event_once_whatever_the_layout() {
+    for stages in 1..=3 {
+        for max in [1, 7, 1000] {
+            for (name, flow) in local_flows(5000) {
+                let flow = flow.stages(stages).max_demand(max).map(|x| x * 2);
+                let got = blocking(move || flow.collect_blocking().unwrap());
+                assert_eq!(
+                    sorted(got),
+                    (0..5000).map(|x| x * 2).collect::<Vec<_>>(),
+                    "{name}, {stages} stages, max_demand {max}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn from_shared_leaves_the_data_for_another_read() {
+    let data: Arc<[u32]> = (1..=100).collect::<Vec<_>>().into();
+    for _ in 0..2 {
+        let data = Arc::clone(&data);
+        let sums = blocking(move || {
+            Flow::from_shared(data)
+                .reduce(|| 0u32, |s, x| *s += x)
+                .emit_state()
+                .collect_blocking()
+                .unwrap()
+        });
+        assert_eq!(sums.iter().sum::<u32>(), 5050);
+    }
+    assert_eq!(data.len(), 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_stages_read_only_as_far_as_downstream_asks() {
+    let read = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&read);
+    let data: Arc<Vec<u32>> = Arc::new((0..100_000).collect());
+    let mut stream = Flow::from_shared(Arc::clone(&data))
+        .stages(2)
+        .max_demand(10)
+        .inspect(move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        })
+        .into_stream()
+        .unwrap();
+    let first: Vec<u32> = within(stream.by_ref().take(5).collect()).await;
+    assert_eq!(first.len(), 5);
+    for _ in 0..200 {
+        tokio::task::yield_now().await;
+    }
+    // The stream asks each stage for its default max_demand (1000); a stage reads whole
+    // batches of 10, so at most one batch past what was asked.
+    let bound = 2 * (1000 + 10);
+    let n = read.load(Ordering::SeqCst);
+    assert!(n <= bound, "read {n} ahead of demand");
+    // Dropping the stream cancels its subscriptions (what its consumer still held is
+    // discarded meanwhile): the stages stop short of the end, and let go of the data.
+    drop(stream);
+    within(async {
+        while Arc::strong_count(&data) > 1 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let n = read.load(Ordering::SeqCst);
+    assert!(n < 100_000, "read everything ({n})");
+}
+
+#[test]
+fn a_local_source_runs_in_as_many_stages_as_asked() {
+    for (name, flow) in local_flows(1000) {
+        let flow = flow
+            .stages(3)
+            .reduce(|| 0u32, |n, _| *n += 1)
+            .on_trigger(|n, t| vec![(t.partition, t.partitions, std::mem::take(n))]);
+        let got = blocking(move || flow.collect_blocking().unwrap());
+        let stages: Vec<(usize, usize)> = sorted(got.iter().map(|&(p, c, _)| (p, c)).collect());
+        assert_eq!(stages, [(0, 3), (1, 3), (2, 3)], "{name}");
+        assert_eq!(got.iter().map(|&(_, _, n)| n).sum::<u32>(), 1000, "{name}");
+    }
+}
+
+#[test]
+fn a_partition_after_a_local_source_counts_exactly() {
+    for (name, flow) in local_flows(10_000) {
+        let flow = flow
+            .partition(Partition::by_key(|x: &u32| x % 10).stages(3))
+            .reduce(std::collections::HashMap::new, |m, x| {
+                *m.entry(x % 10).or_insert(0u32) += 1
+            })
+            .emit_events();
+        let got = blocking(move || flow.collect_blocking().unwrap());
+        assert_eq!(
+            sorted(got),
+            (0..10).map(|k| (k, 1000)).collect::<Vec<_>>(),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn trigger_every_counts_events_as_a_local_stage_reads_them() {
+    // T1: the count is of raw events entering the stage, before the layer's filter.
+    let got = blocking(|| {
+        Flow::from_vec((1..=20u64).collect())
+            .stages(1)
+            .window(flow::Window::global().trigger_every(5))
+            .filter(|x| x % 2 == 0)
+            .reduce(|| 0u64, |s, x| *s += x)
+            .on_trigger(|s, _| vec![std::mem::take(s)])
+            .collect_blocking()
+            .unwrap()
+    });
+    assert_eq!(got, [6, 24, 26, 54, 0]);
+}
+
+#[test]
+fn fixed_windows_close_in_order_over_a_local_source() {
+    let got = blocking(|| {
+        Flow::from_vec(vec![1u64, 2, 11, 12, 13, 25])
+            .stages(1)
+            .window(flow::Window::fixed(
+                std::time::Duration::from_millis(10),
+                |t: &u64| *t,
+            ))
+            .reduce(Vec::new, |v, t| v.push(t))
+            .emit_state()
+            .collect_blocking()
+            .unwrap()
+    });
+    assert_eq!(got, [vec![1, 2], vec![11, 12, 13], vec![25]]);
+}
+
+#[test]
+fn a_panic_in_a_local_stage_fails_the_flow() {
+    let result = blocking(|| {
+        Flow::from_vec(vec![1u32, 2, 3])
+            .map(|x| {
+                if x == 2 {
+                    panic!("two is right out")
+                } else {
+                    x
+                }
+            })
+            .collect_blocking()
+    });
+    support::assert_panicked(result, "two is right out");
+}
+
+#[test]
+fn empty_local_sources_still_fire_each_stage_s_final_trigger() {
+    for (name, flow) in local_flows(0) {
+        let flow = flow.stages(2).reduce(|| 0u32, |s, x| *s += x).emit_state();
+        let got = blocking(move || flow.collect_blocking().unwrap());
+        assert_eq!(got, [0, 0], "{name}");
+    }
+}
+
+#[test]
+fn local_sources_check_their_options() {
+    let zero = blocking(|| Flow::from_vec(vec![1u32]).stages(0).collect_blocking());
+    assert_eq!(option_name(zero), "stages");
+    let zero = blocking(|| Flow::from_vec(vec![1u32]).max_demand(0).collect_blocking());
+    assert_eq!(option_name(zero), "max_demand");
+}
