@@ -8,7 +8,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use ahash::AHashMap;
-use examples::airports::{Report, block_size, count, header, occurrences};
+use examples::airports::{Country, Report, Row, block_size, check, count, header, occurrences};
 use rayon::prelude::*;
 
 /// The stages per layer of the flow and the threads of the rayon pool: the machine's 2 cores.
@@ -37,10 +37,6 @@ pub const POLARS_MS: f64 = 17.0;
 
 /// The goal for the flow, in milliseconds (and: at or below the rayon baseline).
 pub const GOAL_MS: f64 = 20.0;
-
-/// Column indexes in `airports.csv`.
-const TYPE: usize = 2;
-const ISO_COUNTRY: usize = 8;
 
 /// Where the real `airports.csv` is (85,009 rows, 12.5 MB; kept outside the repository):
 /// `$AIRPORTS_CSV` if set, else `shared/data/airports.csv` next to the workspace.
@@ -126,27 +122,25 @@ pub async fn flow_count(path: &Path) -> Result<Tally, String> {
 /// baselines fill, one record at a time.
 #[derive(Debug, Default)]
 pub struct Counts {
-    by_country: AHashMap<[u8; 2], u64>,
+    by_country: AHashMap<Country, u64>,
     closed: u64,
     malformed: u64,
 }
 
 impl Counts {
-    /// Counts one record: skips it if its type is `closed`, else counts its country (a row
-    /// without a two-byte `iso_country` is malformed).
-    pub fn add(&mut self, record: &csv::ByteRecord) {
-        if record.get(TYPE) == Some(b"closed") {
-            self.closed += 1;
-            return;
-        }
-        match record.get(ISO_COUNTRY).map(<[u8; 2]>::try_from) {
-            Some(Ok(code)) => *self.by_country.entry(code).or_insert(0) += 1,
-            _ => self.malformed += 1,
+    /// Counts one record of a file with `fields` fields, checked exactly as the flow checks it
+    /// (`examples::airports::check`: field count, numeric id, UTF-8 name, valid country): a
+    /// closed airport is counted as such, an open one by its country, a bad row as malformed.
+    pub fn add(&mut self, record: &csv::ByteRecord, fields: usize) {
+        match check(record, fields) {
+            Ok(Row::Open(country)) => *self.by_country.entry(country).or_insert(0) += 1,
+            Ok(Row::Closed) => self.closed += 1,
+            Err(_) => self.malformed += 1,
         }
     }
 
     /// Counts every record of `data` (whole records, no header), reusing one `ByteRecord`.
-    pub fn add_all(&mut self, data: &[u8]) {
+    pub fn add_all(&mut self, data: &[u8], fields: usize) {
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
@@ -154,7 +148,7 @@ impl Counts {
         let mut record = csv::ByteRecord::new();
         loop {
             match reader.read_byte_record(&mut record) {
-                Ok(true) => self.add(&record),
+                Ok(true) => self.add(&record, fields),
                 Ok(false) => break,
                 Err(_) => self.malformed += 1,
             }
@@ -179,20 +173,17 @@ impl Counts {
 
     /// The tally: the [`TOP`] countries (most first, ties by code) and the totals.
     pub fn finish(self) -> Tally {
-        let mut all: Vec<([u8; 2], u64)> = self.by_country.into_iter().collect();
+        let mut all: Vec<(Country, u64)> = self.by_country.into_iter().collect();
         let countries = all.len() as u64;
         let open = all.iter().map(|&(_, n)| n).sum();
-        let by_count = |a: &([u8; 2], u64), b: &([u8; 2], u64)| b.1.cmp(&a.1).then(a.0.cmp(&b.0));
+        let by_count = |a: &(Country, u64), b: &(Country, u64)| b.1.cmp(&a.1).then(a.0.cmp(&b.0));
         if all.len() > TOP {
             all.select_nth_unstable_by(TOP - 1, by_count);
             all.truncate(TOP);
         }
         all.sort_unstable_by(by_count);
         Tally {
-            top: all
-                .into_iter()
-                .map(|(c, n)| (String::from_utf8_lossy(&c).into_owned(), n))
-                .collect(),
+            top: all.into_iter().map(|(c, n)| (c.to_string(), n)).collect(),
             open,
             closed: self.closed,
             countries,
@@ -214,11 +205,15 @@ pub fn csv_loop(path: &Path) -> Result<Tally, String> {
         .buffer_capacity(64 * 1024)
         .from_path(path)
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let fields = reader
+        .byte_headers()
+        .map_err(|e| format!("cannot read the header: {e}"))?
+        .len();
     let mut record = csv::ByteRecord::new();
     let mut counts = Counts::default();
     loop {
         match reader.read_byte_record(&mut record) {
-            Ok(true) => counts.add(&record),
+            Ok(true) => counts.add(&record, fields),
             Ok(false) => break,
             Err(e) if e.is_io_error() => return Err(format!("cannot read: {e}")),
             Err(_) => counts.malformed += 1,
@@ -238,14 +233,14 @@ pub fn csv_loop(path: &Path) -> Result<Tally, String> {
 pub fn rayon_chunks(pool: &rayon::ThreadPool, path: &Path) -> Result<Tally, String> {
     let data = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut body = &data[..];
-    header(&mut body)?;
+    let (fields, _) = header(&mut body)?;
     let chunks = record_chunks(body, block_size(data.len() as u64, WORKERS));
     let counts = pool.install(|| {
         chunks
             .par_iter()
             .map(|chunk| {
                 let mut counts = Counts::default();
-                counts.add_all(chunk);
+                counts.add_all(chunk, fields);
                 counts
             })
             .reduce(Counts::default, Counts::merge)

@@ -1,10 +1,11 @@
 //! The airports count: which countries have the most working airports, over OurAirports'
 //! `airports.csv`, as a flow. Used by the `airports` example and its benchmark.
 //!
-//! The file is read into memory and cut into chunks at *record* boundaries (a quoted field may
-//! hold a newline, so not every newline ends a record). The chunks are parsed in parallel by
-//! the first layer of the flow; each open airport's country goes to the stage that owns it
-//! (partition by country), which counts; `take_sort` gathers the top countries.
+//! The file is read lazily, in chunks cut at *record* boundaries (a quoted field may hold a
+//! newline, so not every newline ends a record). The chunks are parsed in parallel by the first
+//! layer of the flow, which counts each chunk's open airports by country; each country's count
+//! goes to the stage that owns it (partition by country), which adds them up; `take_sort`
+//! gathers the top countries.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -264,12 +265,22 @@ pub fn parse_chunk(chunk: &Chunk, fields: usize) -> Parsed {
     parsed
 }
 
-enum Row {
+/// What one usable row of `airports.csv` is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Row {
+    /// An open airport (any type but `closed`), in this country.
     Open(Country),
+    /// A closed airport.
     Closed,
 }
 
-fn check(record: &csv::ByteRecord, fields: usize) -> Result<Row, String> {
+/// Checks one record of a file whose header has `fields` fields: it must have that many, a
+/// numeric `id`, a UTF-8 `name` and a valid `iso_country`; otherwise the reason is returned.
+///
+/// # Errors
+///
+/// The reason the row cannot be used.
+pub fn check(record: &csv::ByteRecord, fields: usize) -> Result<Row, String> {
     if record.len() != fields {
         return Err(format!("expected {fields} fields, found {}", record.len()));
     }
@@ -354,6 +365,20 @@ pub struct Report {
     pub malformed: Vec<Malformed>,
 }
 
+/// Open airports by country.
+pub type Counts = HashMap<Country, u64, ahash::RandomState>;
+
+/// The open airports of one chunk counted by country: what a parsing stage sends on, so that
+/// the partition carries one event per country and chunk rather than one per airport (the
+/// combiner of map-reduce).
+pub fn tally(open: &[Country]) -> Vec<(Country, u64)> {
+    let mut counts = Counts::default();
+    for &country in open {
+        *counts.entry(country).or_insert(0) += 1;
+    }
+    counts.into_iter().collect()
+}
+
 /// Counts the open airports of each country in `input` (a whole `airports.csv`, read lazily
 /// in blocks of about `block` bytes) with a flow of `workers` stages per layer, and returns the
 /// `top` countries.
@@ -373,7 +398,7 @@ pub async fn count(
 /// A block size for an input of `len` bytes: enough chunks to keep `workers` stages busy,
 /// small enough to bound memory.
 pub fn block_size(len: u64, workers: usize) -> usize {
-    let per = len / (workers.max(1) as u64 * 8);
+    let per = len / (workers.max(1) as u64 * 16);
     per.clamp(64 * 1024, 1024 * 1024) as usize
 }
 
@@ -398,6 +423,8 @@ pub async fn count_with(
     let closed = Arc::new(AtomicU64::new(0));
     let countries = Arc::new(AtomicU64::new(0));
     let malformed = Arc::new(Mutex::new(Vec::new()));
+    // Snapshots count airports, so with them each airport travels alone.
+    let per_airport = snapshots.is_some();
     let parsed = {
         let (open, closed, malformed) = (
             Arc::clone(&open),
@@ -418,9 +445,13 @@ pub async fn count_with(
                         .expect("not poisoned")
                         .extend(parsed.malformed);
                 }
-                parsed.open
+                if per_airport {
+                    parsed.open.into_iter().map(|c| (c, 1)).collect()
+                } else {
+                    tally(&parsed.open)
+                }
             })
-            .partition(Partition::by_key(|c: &Country| *c).stages(workers))
+            .partition(Partition::by_key(|&(c, _): &(Country, u64)| c).stages(workers))
     };
     let parsed = match &snapshots {
         Some(s) => parsed.window(Window::global().trigger_every(s.every)),
@@ -428,8 +459,8 @@ pub async fn count_with(
     };
     let counted = {
         let countries = Arc::clone(&countries);
-        let reduced = parsed.reduce(HashMap::new, |counts: &mut HashMap<Country, u64>, c| {
-            *counts.entry(c).or_insert(0) += 1
+        let reduced = parsed.reduce(Counts::default, |counts: &mut Counts, (c, n)| {
+            *counts.entry(c).or_insert(0) += n
         });
         match snapshots {
             None => reduced.on_trigger(move |counts, _| {
@@ -461,7 +492,7 @@ pub async fn count_with(
 }
 
 /// Receives a counting stage's partition index and its counts so far.
-pub type OnSnapshot = Arc<dyn Fn(usize, &HashMap<Country, u64>) + Send + Sync>;
+pub type OnSnapshot = Arc<dyn Fn(usize, &Counts) + Send + Sync>;
 
 /// Progress snapshots of the counting stages (`--snapshots N`).
 pub struct Snapshots {
@@ -482,11 +513,11 @@ impl fmt::Debug for Snapshots {
 impl Snapshots {
     fn attach<F>(
         self,
-        reduced: flow::Reduced<Country, HashMap<Country, u64>, F>,
+        reduced: flow::Reduced<(Country, u64), Counts, F>,
         countries: Arc<AtomicU64>,
     ) -> Flow<(Country, u64)>
     where
-        F: Fn(&mut HashMap<Country, u64>, Country) + Send + Sync + 'static,
+        F: Fn(&mut Counts, (Country, u64)) + Send + Sync + 'static,
     {
         let on_snapshot = self.on_snapshot;
         reduced.on_trigger(move |counts, trigger| {
@@ -566,6 +597,15 @@ mod tests {
             data[5..].iter().filter(|&&b| b == b'"').count()
         );
         assert_eq!(occurrences(b"", b'"'), 0);
+    }
+
+    #[test]
+    fn a_chunk_is_tallied_once_per_country() {
+        let [us, br] = [b"US", b"BR"].map(|c| Country::new(c).expect("valid"));
+        let mut tallied = tally(&[us, br, us, us]);
+        tallied.sort();
+        assert_eq!(tallied, [(br, 1), (us, 3)]);
+        assert!(tally(&[]).is_empty());
     }
 
     #[test]
