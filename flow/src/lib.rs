@@ -58,10 +58,10 @@
 //! A flow pays per *batch*, not per event: each batch is one message between stages and one
 //! pass of the fused operators. The default `max_demand` (1000, as in Flow) keeps latency and
 //! memory low; for cheap per-event work over many events, raise it on each layer
-//! (`.max_demand(10_000)`; 1.5-3x faster on the `map_filter_reduce` benchmark). A
+//! (`.max_demand(10_000)`; 1.4-2.6x faster on the `map_filter_reduce` benchmark). A
 //! [`Flow::from_iter`] source is read by one producer task, which copies every event and sends
 //! it on: for data already in a `Vec` or a shared slice, [`Flow::from_vec`] and
-//! [`Flow::from_shared`] are 5-7x faster, since every stage takes its own batches straight from
+//! [`Flow::from_shared`] are 3-7x faster, since every stage takes its own batches straight from
 //! the collection. `benches/README.md` has the figures against rayon.
 //!
 //! # Differences from Flow
