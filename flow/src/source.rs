@@ -15,29 +15,14 @@ use stage::Packet;
 /// A collection the stages of one layer share out in batches: whichever stage asks takes the
 /// next batch, as a demand dispatcher would hand it out.
 pub(crate) trait Chunks: Send + Sync {
-    /// The next batch of at most `max` events (`max > 0`), or `None` once everything was taken.
-    fn next(&self, max: usize) -> Option<Packet>;
-
-    /// One stage's reader of the collection, for batches of `max` events.
+    /// One stage's reader of the collection, for batches of at most `max` events (`max > 0`).
     fn reader(self: Arc<Self>, max: usize) -> Box<dyn Reader>;
 }
 
-/// One stage's end of a [`Chunks`]: it may claim several batches at once.
+/// One stage's end of a [`Chunks`].
 pub(crate) trait Reader: Send {
     /// The stage's next batch, or `None` once everything was taken.
     fn next(&mut self) -> Option<Packet>;
-}
-
-/// Reads batch by batch from the shared collection.
-struct EachBatch<C: ?Sized> {
-    chunks: Arc<C>,
-    max: usize,
-}
-
-impl<C: Chunks + ?Sized> Reader for EachBatch<C> {
-    fn next(&mut self) -> Option<Packet> {
-        self.chunks.next(self.max)
-    }
 }
 
 /// How many batches a stage claims at once from a [`Shared`] slice: one atomic add per this
@@ -78,14 +63,22 @@ impl<T> Owned<T> {
 }
 
 impl<T: Send + 'static> Chunks for Owned<T> {
-    fn next(&self, max: usize) -> Option<Packet> {
-        let mut events = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let batch: Vec<T> = events.by_ref().take(max).collect();
-        (!batch.is_empty()).then(|| Packet::new(batch))
-    }
-
     fn reader(self: Arc<Self>, max: usize) -> Box<dyn Reader> {
-        Box::new(EachBatch { chunks: self, max })
+        Box::new(OwnedReader { owned: self, max })
+    }
+}
+
+/// Takes one batch per lock of an [`Owned`] `Vec`.
+struct OwnedReader<T> {
+    owned: Arc<Owned<T>>,
+    max: usize,
+}
+
+impl<T: Send + 'static> Reader for OwnedReader<T> {
+    fn next(&mut self) -> Option<Packet> {
+        let mut events = self.owned.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let batch: Vec<T> = events.by_ref().take(self.max).collect();
+        (!batch.is_empty()).then(|| Packet::new(batch))
     }
 }
 
@@ -117,11 +110,6 @@ where
     S: AsRef<[T]> + Send + Sync + ?Sized + 'static,
     T: Clone + Send + 'static,
 {
-    fn next(&self, max: usize) -> Option<Packet> {
-        let run = self.claim(max)?;
-        Some(Packet::new((*self.data).as_ref()[run].to_vec()))
-    }
-
     fn reader(self: Arc<Self>, max: usize) -> Box<dyn Reader> {
         Box::new(Claimed {
             shared: self,
@@ -149,24 +137,24 @@ where
 mod tests {
     use super::*;
 
-    fn drain(chunks: &dyn Chunks, max: usize) -> Vec<Vec<u32>> {
-        std::iter::from_fn(|| chunks.next(max))
+    fn drain(reader: &mut dyn Reader) -> Vec<Vec<u32>> {
+        std::iter::from_fn(|| reader.next())
             .map(|p| p.downcast::<u32>().expect("u32 batches"))
             .collect()
     }
 
     #[test]
     fn an_owned_vec_is_moved_out_in_batches_of_at_most_max() {
-        let batches = drain(&Owned::new((0..10u32).collect()), 4);
+        let batches = drain(&mut *Arc::new(Owned::new((0..10u32).collect())).reader(4));
         assert_eq!(batches, [vec![0, 1, 2, 3], vec![4, 5, 6, 7], vec![8, 9]]);
     }
 
     #[test]
     fn a_shared_slice_is_cloned_in_batches_and_left_intact() {
         let data: Arc<Vec<u32>> = Arc::new((0..5).collect());
-        let shared = Shared::new(Arc::clone(&data));
-        assert_eq!(drain(&shared, 2), [vec![0, 1], vec![2, 3], vec![4]]);
-        assert!(shared.next(2).is_none(), "stays exhausted");
+        let mut reader = Arc::new(Shared::new(Arc::clone(&data))).reader(2);
+        assert_eq!(drain(&mut *reader), [vec![0, 1], vec![2, 3], vec![4]]);
+        assert!(reader.next().is_none(), "stays exhausted");
         assert_eq!(*data, [0, 1, 2, 3, 4]);
     }
 
@@ -195,8 +183,13 @@ mod tests {
 
     #[test]
     fn empty_sources_have_no_batch() {
-        assert!(Owned::<u32>::new(Vec::new()).next(3).is_none());
+        assert!(
+            Arc::new(Owned::<u32>::new(Vec::new()))
+                .reader(3)
+                .next()
+                .is_none()
+        );
         let empty: Arc<[u32]> = Arc::from(Vec::new());
-        assert!(Shared::new(empty).next(3).is_none());
+        assert!(Arc::new(Shared::new(empty)).reader(3).next().is_none());
     }
 }

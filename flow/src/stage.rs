@@ -1,9 +1,8 @@
 //! The stage every layer of a flow runs: packets in, its windows' logic, events out.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
-
 use std::sync::Arc;
+use std::time::Duration;
 
 use stage::demand::Demand;
 use stage::{
