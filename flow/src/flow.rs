@@ -779,19 +779,11 @@ impl<T: Send + 'static> Flow<T> {
             min_demand: partition.min_demand,
             window: StageWindow::default(),
         };
-        let hash = partition.hash;
+        let route = partition.route;
         let dispatch: Dispatch<T> = if stages <= 1 {
             demand_dispatch()
         } else {
-            Arc::new(move || {
-                let hash = Arc::clone(&hash);
-                let d = stage::PartitionDispatcher::with_hash(stages, move |e: &T| {
-                    Some(hash(e) % stages)
-                })
-                .expect("at least 2 partitions")
-                .queue_limit(usize::MAX);
-                Box::new(d)
-            })
+            Arc::new(move || route(stages))
         };
         self.next_layer(dispatch, stages > 1, options)
     }

@@ -4,6 +4,11 @@ use std::fmt;
 use std::hash::Hash;
 use std::sync::Arc;
 
+use stage::{Dispatcher, PartitionDispatcher};
+
+/// Makes the dispatcher that routes events over `n >= 2` stages.
+pub(crate) type Route<T> = Arc<dyn Fn(usize) -> Box<dyn Dispatcher<T>> + Send + Sync>;
+
 /// Routes the events of a flow to the stages of its next layer (Flow's `partition` options).
 ///
 /// Events with equal keys always reach the same stage. The hash is the same in every run.
@@ -17,7 +22,7 @@ use std::sync::Arc;
 /// # let _ = by_len;
 /// ```
 pub struct Partition<T> {
-    pub(crate) hash: Arc<dyn Fn(&T) -> usize + Send + Sync>,
+    pub(crate) route: Route<T>,
     pub(crate) stages: Option<usize>,
     pub(crate) max_demand: Option<usize>,
     pub(crate) min_demand: Option<usize>,
@@ -37,7 +42,7 @@ fn seeded() -> ahash::RandomState {
     ahash::RandomState::with_seeds(0x0f10, 0x3a7e, 0x9b21, 0x44c5)
 }
 
-impl<T: Hash> Partition<T> {
+impl<T: Hash + Send + 'static> Partition<T> {
     /// Routes by a hash of the whole event.
     pub fn new() -> Self {
         let state = seeded();
@@ -45,13 +50,13 @@ impl<T: Hash> Partition<T> {
     }
 }
 
-impl<T: Hash> Default for Partition<T> {
+impl<T: Hash + Send + 'static> Default for Partition<T> {
     fn default() -> Self {
         Partition::new()
     }
 }
 
-impl<T> Partition<T> {
+impl<T: Send + 'static> Partition<T> {
     /// Routes by a hash of `key_fn(event)`.
     pub fn by_key<K: Hash>(key_fn: impl Fn(&T) -> K + Send + Sync + 'static) -> Self {
         let state = seeded();
@@ -60,8 +65,19 @@ impl<T> Partition<T> {
 
     /// Routes event `e` to stage `hash_fn(e) % stages`.
     pub fn by_hash(hash_fn: impl Fn(&T) -> usize + Send + Sync + 'static) -> Self {
+        let hash_fn = Arc::new(hash_fn);
+        // The dispatcher is generic over this closure: the per-event hash is inlined into its
+        // routing loop, with no indirect call per event.
+        let route: Route<T> = Arc::new(move |n| {
+            let hash_fn = Arc::clone(&hash_fn);
+            let routing = PartitionDispatcher::with_hash(n, move |e: &T| Some(hash_fn(e) % n))
+                .expect("at least 2 partitions")
+                // The next layer's stages ask for what they can hold: nothing to drop.
+                .queue_limit(usize::MAX);
+            Box::new(routing)
+        });
         Partition {
-            hash: Arc::new(hash_fn),
+            route,
             stages: None,
             max_demand: None,
             min_demand: None,

@@ -112,7 +112,9 @@ mod supervisor;
 
 pub use consumer::Consumer;
 pub use context::{Cancel, CancelKind, Context, Peer, ReplyTo};
-pub use dispatcher::{BroadcastDispatcher, DemandDispatcher, Dispatcher, PartitionDispatcher};
+pub use dispatcher::{
+    BoxedHash, BroadcastDispatcher, DemandDispatcher, Dispatcher, PartitionDispatcher,
+};
 pub use error::{CallError, OptionError, Reason, StartError, SubscribeError};
 pub use handle::{ConsumerHandle, Counters, ProducerConsumerHandle, ProducerHandle, StageHandle};
 pub use kind::{ConsumerStage, Emits, Kind, ProducerConsumerStage, ProducerStage, Receives};

@@ -13,7 +13,7 @@
 mod support;
 
 use stage::{
-    Cancel, CancelKind, CancelMode, PartitionDispatcher, Peer, ProducerHandle, Reason,
+    Cancel, CancelKind, CancelMode, Dispatcher, PartitionDispatcher, Peer, ProducerHandle, Reason,
     SubscribeError, SubscribeOptions,
 };
 use support::{
@@ -31,7 +31,7 @@ fn parity_no_threes(e: &u64) -> Option<usize> {
     (e % 3 != 0).then_some((e % 2) as usize)
 }
 
-fn partitioned(source: Source, dispatcher: PartitionDispatcher<u64>) -> ProducerHandle<Source> {
+fn partitioned(source: Source, dispatcher: impl Dispatcher<u64>) -> ProducerHandle<Source> {
     stage::producer(source)
         .dispatcher(dispatcher)
         .start()

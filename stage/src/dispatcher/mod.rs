@@ -18,7 +18,7 @@ mod partition;
 
 pub use broadcast::BroadcastDispatcher;
 pub use demand::DemandDispatcher;
-pub use partition::PartitionDispatcher;
+pub use partition::{BoxedHash, PartitionDispatcher};
 
 use crate::error::{OptionError, SubscribeError};
 use crate::options::{SubscribeOptions, SubscriptionId};

@@ -3,7 +3,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::hash::Hash;
-use std::sync::Arc;
 
 use tracing::warn;
 
@@ -11,10 +10,15 @@ use super::{Dispatcher, refuse_foreign_options};
 use crate::error::{OptionError, SubscribeError};
 use crate::options::{DEFAULT_BUFFER_SIZE, SubscribeOptions, SubscriptionId};
 
-type HashFn<T> = Arc<dyn Fn(&T) -> Option<usize> + Send + Sync>;
+/// A boxed hash, the default of [`PartitionDispatcher`]'s `H`: what [`PartitionDispatcher::new`]
+/// routes by, and a nameable type for a dispatcher made [`with_hash`](PartitionDispatcher::with_hash).
+pub type BoxedHash<T> = Box<dyn Fn(&T) -> Option<usize> + Send + Sync>;
 
 /// Routes each event to a partition by a hash of it, one consumer per partition
 /// (GenStage §2.10).
+///
+/// The hash `H` is a type parameter, so the per-event call is inlined into the routing loop;
+/// it defaults to [`BoxedHash`] for a dispatcher that must be named.
 ///
 /// A consumer names its partition with [`SubscribeOptions::partition`]. Events for a partition
 /// whose consumer has no demand (or that has no consumer yet) wait in that partition's queue
@@ -44,10 +48,10 @@ type HashFn<T> = Arc<dyn Fn(&T) -> Option<usize> + Send + Sync>;
 /// assert_eq!(left, vec![12]);
 /// assert_eq!(d.dropped(), 3);
 /// ```
-pub struct PartitionDispatcher<T> {
+pub struct PartitionDispatcher<T, H = BoxedHash<T>> {
     partitions: Vec<Partition<T>>,
     by_id: HashMap<SubscriptionId, usize>,
-    hash: HashFn<T>,
+    hash: H,
     /// Upstream demand asked for and not yet hashed.
     waiting: usize,
     /// Demand of consumers that left, netted against later asks.
@@ -70,7 +74,7 @@ struct Partition<T> {
     head: u64,
 }
 
-impl<T> fmt::Debug for PartitionDispatcher<T> {
+impl<T, H> fmt::Debug for PartitionDispatcher<T, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let parts: Vec<_> = self
             .partitions
@@ -85,7 +89,7 @@ impl<T> fmt::Debug for PartitionDispatcher<T> {
     }
 }
 
-impl<T: Hash> PartitionDispatcher<T> {
+impl<T: Hash + 'static> PartitionDispatcher<T> {
     /// `partitions` partitions, routing by a hash of the whole event (the same hash in every
     /// run, so a key always lands in the same partition).
     ///
@@ -94,13 +98,17 @@ impl<T: Hash> PartitionDispatcher<T> {
     /// [`OptionError`] naming `partitions` when it is 0.
     pub fn new(partitions: usize) -> Result<Self, OptionError> {
         let state = ahash::RandomState::with_seeds(0x5eed, 0xca11, 0xf10e, 0x57a6);
-        Self::with_hash(partitions, move |event: &T| {
-            Some((state.hash_one(event) % partitions as u64) as usize)
-        })
+        Self::with_hash(
+            partitions,
+            Box::new(move |event: &T| Some((state.hash_one(event) % partitions as u64) as usize)),
+        )
     }
 }
 
-impl<T> PartitionDispatcher<T> {
+impl<T, H> PartitionDispatcher<T, H>
+where
+    H: Fn(&T) -> Option<usize> + Send + Sync + 'static,
+{
     /// `partitions` partitions, routing by `hash`: `Some(i)` sends the event to partition `i`,
     /// `None` drops it (counted in [`dropped`](Dispatcher::dropped)). An index out of range is
     /// a bug in `hash`: the event is dropped, counted and logged.
@@ -108,10 +116,7 @@ impl<T> PartitionDispatcher<T> {
     /// # Errors
     ///
     /// [`OptionError`] naming `partitions` when it is 0.
-    pub fn with_hash(
-        partitions: usize,
-        hash: impl Fn(&T) -> Option<usize> + Send + Sync + 'static,
-    ) -> Result<Self, OptionError> {
+    pub fn with_hash(partitions: usize, hash: H) -> Result<Self, OptionError> {
         if partitions == 0 {
             return Err(OptionError::new(
                 "partitions",
@@ -129,7 +134,7 @@ impl<T> PartitionDispatcher<T> {
                 })
                 .collect(),
             by_id: HashMap::new(),
-            hash: Arc::new(hash),
+            hash,
             waiting: 0,
             pending: 0,
             queue_limit: DEFAULT_BUFFER_SIZE,
@@ -153,7 +158,11 @@ impl<T> PartitionDispatcher<T> {
     }
 }
 
-impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
+impl<T, H> Dispatcher<T> for PartitionDispatcher<T, H>
+where
+    T: Send + 'static,
+    H: Fn(&T) -> Option<usize> + Send + Sync + 'static,
+{
     fn subscribe(
         &mut self,
         id: SubscriptionId,
@@ -326,12 +335,12 @@ mod tests {
         SubscriptionId::from_raw(n)
     }
 
-    fn parity() -> PartitionDispatcher<u32> {
+    fn parity() -> PartitionDispatcher<u32, impl Fn(&u32) -> Option<usize> + Send + Sync> {
         PartitionDispatcher::with_hash(2, |e: &u32| Some((e % 2) as usize)).unwrap()
     }
 
     fn dispatch(
-        d: &mut PartitionDispatcher<u32>,
+        d: &mut impl Dispatcher<u32>,
         events: Vec<u32>,
     ) -> (Vec<(SubscriptionId, Vec<u32>)>, Vec<u32>) {
         let mut sent = vec![];
@@ -339,7 +348,7 @@ mod tests {
         (sent, left)
     }
 
-    fn flush(d: &mut PartitionDispatcher<u32>) -> Vec<(SubscriptionId, Vec<u32>)> {
+    fn flush(d: &mut impl Dispatcher<u32>) -> Vec<(SubscriptionId, Vec<u32>)> {
         let mut sent = vec![];
         d.flush(&mut |id, evs| sent.push((id, evs)));
         sent
