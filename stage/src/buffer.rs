@@ -10,9 +10,9 @@ use crate::options::{BufferSize, Keep};
 pub(crate) struct Buffer<T, M> {
     events: VecDeque<T>,
     /// Markers with the absolute position (events ever removed from the front) they wait for.
-    markers: VecDeque<(u64, M)>,
-    /// Events ever removed from the front, by draining or by dropping.
-    head: u64,
+    markers: VecDeque<(i64, M)>,
+    /// Events ever removed from the front, by draining or by dropping, less those put back.
+    head: i64,
     size: BufferSize,
     keep: Keep,
 }
@@ -68,13 +68,13 @@ impl<T, M> Buffer<T, M> {
                 if incoming > cap {
                     // Only the newest `cap` of the new events survive; everything held goes.
                     dropped = self.events.len() + (incoming - cap);
-                    self.head += dropped as u64;
+                    self.head += dropped as i64;
                     self.events.clear();
                     self.events.extend(events.into_iter().skip(incoming - cap));
                 } else {
                     let evict = incoming.saturating_sub(room);
                     self.events.drain(..evict);
-                    self.head += evict as u64;
+                    self.head += evict as i64;
                     dropped = evict;
                     self.events.extend(events);
                 }
@@ -88,7 +88,7 @@ impl<T, M> Buffer<T, M> {
 
     /// Puts events back at the front (a dispatcher could not take all it was offered).
     pub(crate) fn push_front(&mut self, events: Vec<T>) {
-        self.head -= events.len() as u64;
+        self.head -= events.len() as i64;
         for e in events.into_iter().rev() {
             self.events.push_front(e);
         }
@@ -100,7 +100,7 @@ impl<T, M> Buffer<T, M> {
         if self.is_idle() {
             return Some(marker);
         }
-        let at = self.head + self.events.len() as u64;
+        let at = self.head + self.events.len() as i64;
         self.markers.push_back((at, marker));
         None
     }
@@ -113,7 +113,7 @@ impl<T, M> Buffer<T, M> {
             n = n.min((*at - self.head) as usize);
         }
         let events: Vec<T> = self.events.drain(..n).collect();
-        self.head += n as u64;
+        self.head += n as i64;
         (events, self.release())
     }
 

@@ -1,10 +1,12 @@
 //! The consumer trait.
 
+use std::any::Any;
 use std::future::Future;
 
-use crate::Reason;
-use crate::context::{Cancel, Context, ReplyTo};
+use crate::context::Context;
+use crate::error::{Cancel, Reason};
 use crate::options::{SubscribeOptions, SubscriptionId, SubscriptionMode};
+use crate::packet::Packet;
 
 /// A stage that receives events from one or more producers, asking for them as it goes.
 ///
@@ -17,58 +19,61 @@ use crate::options::{SubscribeOptions, SubscriptionId, SubscriptionMode};
 /// # Examples
 ///
 /// ```
-/// use stage::{CancelMode, Consumer, Context, ReplyTo, SubscribeOptions, SubscriptionId};
+/// use stage::{Consumer, Context, SubscriptionId};
 ///
-/// /// Adds up what it receives; a call reads the sum.
-/// struct Sum(u64);
+/// /// Prints the size of every batch.
+/// struct Printer;
 ///
-/// impl Consumer for Sum {
+/// impl Consumer for Printer {
 ///     type In = u64;
-///     type Call = ();
-///     type Reply = u64;
-///     type Msg = ();
 ///
-///     async fn handle_events(&mut self, events: Vec<u64>, _: SubscriptionId, _: &mut Context) {
-///         self.0 += events.iter().sum::<u64>();
-///     }
-///
-///     async fn handle_call(&mut self, _: (), reply: ReplyTo<u64>, _: &mut Context) {
-///         reply.send(self.0);
+///     async fn handle_events(&mut self, events: Vec<u64>, _: SubscriptionId, _: &mut Context<Self>) {
+///         println!("got {} events", events.len());
 ///     }
 /// }
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// let numbers = stage::from_iter(1..=100u64).start().unwrap();
-/// // Transient: the consumer outlives the producer's normal end.
-/// let opts = SubscribeOptions::new().max_demand(10).cancel(CancelMode::Transient);
-/// let sum = stage::consumer(Sum(0)).subscribe_to(&numbers, opts).start().unwrap();
-/// numbers.join().await;
-/// assert_eq!(sum.call(()).await, Ok(5050));
+/// let printer = stage::consumer(Printer).subscribe_to(&numbers, Default::default()).start().unwrap();
+/// // The producer finishes, and its (permanent) consumer stops with it.
+/// assert_eq!(printer.join().await, stage::Reason::Normal);
 /// # }
 /// ```
 pub trait Consumer: Send + Sized + 'static {
     /// The events this consumer receives.
     type In: Send + 'static;
-    /// Requests handled by [`handle_call`](Consumer::handle_call).
-    type Call: Send + 'static;
-    /// Answers to those requests.
-    type Reply: Send + 'static;
-    /// Messages handled by [`handle_cast`](Consumer::handle_cast) and
-    /// [`handle_info`](Consumer::handle_info).
-    type Msg: Send + 'static;
 
     /// A batch of events arrived on `subscription`. Never empty.
     ///
     /// # Back-pressure
     ///
-    /// In automatic mode the refill ask for this batch is sent only after this returns.
+    /// In automatic mode the refill ask for this batch is sent only after this returns (and,
+    /// for a producer-consumer, after what it emitted has been dispatched).
     fn handle_events(
         &mut self,
         events: Vec<Self::In>,
         subscription: SubscriptionId,
-        ctx: &mut Context,
+        ctx: &mut Context<Self>,
     ) -> impl Future<Output = ()> + Send;
+
+    /// A batch arrived as one type-erased packet (for consumers of [`Packet`]s, subscribed to
+    /// producers seen through [`ProducerRef::erase`](crate::ProducerRef::erase)). Never empty.
+    /// The default unwraps it for [`handle_events`](Consumer::handle_events).
+    fn handle_packet(
+        &mut self,
+        packet: Packet,
+        subscription: SubscriptionId,
+        ctx: &mut Context<Self>,
+    ) -> impl Future<Output = ()> + Send {
+        async move {
+            let wrapped: Box<dyn Any + Send> = Box::new(vec![packet]);
+            match wrapped.downcast::<Vec<Self::In>>() {
+                Ok(events) => self.handle_events(*events, subscription, ctx).await,
+                Err(_) => unreachable!("only consumers of packets are sent packets"),
+            }
+        }
+    }
 
     /// The stage subscribed to a producer. Return [`SubscriptionMode::Manual`] to ask for events
     /// yourself with [`Context::ask`]. The default is automatic.
@@ -76,7 +81,7 @@ pub trait Consumer: Send + Sized + 'static {
         &mut self,
         subscription: SubscriptionId,
         opts: &SubscribeOptions,
-        ctx: &mut Context,
+        ctx: &mut Context<Self>,
     ) -> impl Future<Output = SubscriptionMode> + Send {
         let _ = (subscription, opts, ctx);
         async { SubscriptionMode::Automatic }
@@ -87,48 +92,22 @@ pub trait Consumer: Send + Sized + 'static {
         &mut self,
         cancel: Cancel,
         subscription: SubscriptionId,
-        ctx: &mut Context,
+        ctx: &mut Context<Self>,
     ) -> impl Future<Output = ()> + Send {
         let _ = (cancel, subscription, ctx);
         async {}
     }
 
-    /// A call from a handle. The default drops `reply`, so the caller gets
-    /// [`CallError::NoReply`](crate::CallError::NoReply).
-    fn handle_call(
-        &mut self,
-        request: Self::Call,
-        reply: ReplyTo<Self::Reply>,
-        ctx: &mut Context,
-    ) -> impl Future<Output = ()> + Send {
-        let _ = (request, reply, ctx);
-        tracing::warn!("stage received a call but does not implement handle_call");
+    /// Runs once, after the stage's initial subscriptions (those given to `subscribe_to` before
+    /// it started) are made and before it handles its first events or messages. The default
+    /// does nothing.
+    fn handle_start(&mut self, ctx: &mut Context<Self>) -> impl Future<Output = ()> + Send {
+        let _ = ctx;
         async {}
     }
 
-    /// A cast from a handle. The default ignores it.
-    fn handle_cast(
-        &mut self,
-        msg: Self::Msg,
-        ctx: &mut Context,
-    ) -> impl Future<Output = ()> + Send {
-        let _ = (msg, ctx);
-        tracing::warn!("stage received a cast but does not implement handle_cast");
-        async {}
-    }
-
-    /// An info message from a handle. The default ignores it.
-    fn handle_info(
-        &mut self,
-        msg: Self::Msg,
-        ctx: &mut Context,
-    ) -> impl Future<Output = ()> + Send {
-        let _ = (msg, ctx);
-        tracing::warn!("stage received an info message but does not implement handle_info");
-        async {}
-    }
-
-    /// The stage is stopping with `reason` (not called after a panic).
+    /// The stage is stopping with `reason` (not called after a panic). A panic here makes the
+    /// exit reason [`Reason::Panic`].
     fn terminate(&mut self, reason: &Reason) -> impl Future<Output = ()> + Send {
         let _ = reason;
         async {}

@@ -114,12 +114,55 @@ pub enum StartError {
     /// An option of the stage or of one of its initial subscriptions is invalid.
     #[error(transparent)]
     Option(#[from] OptionError),
+    /// The producer of an initial subscription refuses its options (for example a partition
+    /// its dispatcher does not have).
+    #[error("the producer refuses the subscription: {0}")]
+    Refused(SubscribeError),
     /// A producer named in `subscribe_to` with a permanent or transient cancel mode is not running.
     #[error("a producer to subscribe to is not running")]
     ProducerClosed,
     /// There is no tokio runtime to run the stage on.
     #[error("stages must be started from within a tokio runtime")]
     NoRuntime,
+}
+
+/// How a subscription ended (GenStage's `{:cancel, reason}` and `{:down, reason}`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cancel {
+    /// The other side cancelled the subscription; it may still be running.
+    Cancelled(Reason),
+    /// The other side exited.
+    Down(Reason),
+}
+
+impl Cancel {
+    /// The reason given.
+    pub fn reason(&self) -> &Reason {
+        match self {
+            Cancel::Cancelled(reason) | Cancel::Down(reason) => reason,
+        }
+    }
+
+    /// Takes the reason out.
+    pub fn into_reason(self) -> Reason {
+        match self {
+            Cancel::Cancelled(reason) | Cancel::Down(reason) => reason,
+        }
+    }
+
+    /// Whether the other side exited.
+    pub fn is_down(&self) -> bool {
+        matches!(self, Cancel::Down(_))
+    }
+}
+
+impl fmt::Display for Cancel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cancel::Cancelled(reason) => write!(f, "cancelled: {reason}"),
+            Cancel::Down(reason) => write!(f, "down: {reason}"),
+        }
+    }
 }
 
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> Arc<str> {

@@ -1,178 +1,234 @@
 //! Handles to running stages.
 
+use std::any::Any;
 use std::fmt;
-use std::marker::PhantomData;
 use std::sync::Arc;
 
 use tokio::sync::{oneshot, watch};
 
-use crate::Reason;
-use crate::engine::await_reply;
-use crate::error::{CallError, SubscribeError};
-use crate::kind::{ConsumerStage, Emits, Kind, ProducerConsumerStage, ProducerStage, Receives};
-use crate::mailbox::{AsProducer, Envelope, Mailbox, ProducerRef};
+use crate::address::{AsProducer, ProducerRef};
+use crate::consumer::Consumer;
+use crate::context::{Context, Job};
+use crate::counters::Counters;
+use crate::error::{CallError, Reason, SubscribeError};
+use crate::message::{Call, Cast, Info};
 use crate::options::{DemandMode, SubscribeOptions, SubscriptionId};
+use crate::producer::Producer;
 
-/// A handle to a running producer.
-pub type ProducerHandle<P> = StageHandle<P, ProducerStage>;
-/// A handle to a running consumer.
-pub type ConsumerHandle<C> = StageHandle<C, ConsumerStage>;
-/// A handle to a running producer-consumer.
-pub type ProducerConsumerHandle<S> = StageHandle<S, ProducerConsumerStage>;
+/// What a handle (or the stage itself) asks of a stage, whatever its event types.
+pub(crate) enum Control<S> {
+    /// Subscribe to a producer (a `ProducerRef` of the stage's input type, erased).
+    SubscribeTo {
+        producer: Box<dyn Any + Send>,
+        opts: SubscribeOptions,
+        ack: oneshot::Sender<Result<SubscriptionId, SubscribeError>>,
+    },
+    CancelSubscription(SubscriptionId, Reason),
+    ManualAsk(SubscriptionId, usize),
+    /// Run now (calls and casts).
+    Now(Job<S>),
+    /// Run after the events the stage holds now (infos).
+    Info(Job<S>),
+    SetDemand(DemandMode),
+    Counters(oneshot::Sender<Counters>),
+    Stop(Reason),
+}
 
-/// A handle to a running stage: call, cast, subscribe, cancel, stop, join. Cheap to clone.
+/// Sends control messages into a stage's mailbox, whatever its event types.
+pub(crate) trait ControlTx<S>: Send + Sync {
+    fn send(&self, control: Control<S>) -> Result<(), Control<S>>;
+    fn is_closed(&self) -> bool;
+}
+
+/// How a stage ended: its reason and its last counters.
+#[derive(Clone, Debug)]
+pub(crate) struct Exit {
+    pub(crate) reason: Reason,
+    pub(crate) counters: Counters,
+}
+
+/// What the stage runs as, for `Debug` and for refusing what does not apply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    Producer,
+    Consumer,
+    ProducerConsumer,
+}
+
+pub(crate) struct Shared<S> {
+    pub(crate) tx: Box<dyn ControlTx<S>>,
+    pub(crate) exit: watch::Receiver<Option<Exit>>,
+    pub(crate) name: Arc<str>,
+    /// The stage's `ProducerRef` of its output type, for stages with a producer side.
+    pub(crate) producer: Option<Box<dyn Any + Send + Sync>>,
+    pub(crate) role: Role,
+}
+
+/// A handle to a running stage `S`: call, cast, subscribe, cancel, stop, join. Cheap to clone.
+///
+/// What a handle offers depends on the stage: `call` needs `S: Call<M>`, `subscribe` needs
+/// `S: Consumer`, `producer` needs `S: Producer`, and so on, so a message the stage does not
+/// take does not compile.
 ///
 /// Every method that talks to the stage fails with [`CallError::Closed`] (or returns the exit
 /// reason) once the stage has exited: nothing waits on a stage that is gone. Dropping every
 /// handle does not stop the stage; [`stop`](StageHandle::stop) does.
-pub struct StageHandle<S, K: Kind<S>> {
-    tx: Mailbox<S, K>,
-    exit: watch::Receiver<Option<Reason>>,
-    name: Arc<str>,
-    _stage: PhantomData<fn() -> S>,
+pub struct StageHandle<S> {
+    inner: Arc<Shared<S>>,
 }
 
-impl<S, K: Kind<S>> Clone for StageHandle<S, K> {
+impl<S> Clone for StageHandle<S> {
     fn clone(&self) -> Self {
         StageHandle {
-            tx: self.tx.clone(),
-            exit: self.exit.clone(),
-            name: Arc::clone(&self.name),
-            _stage: PhantomData,
+            inner: Arc::clone(&self.inner),
         }
     }
 }
 
-impl<S, K: Kind<S>> fmt::Debug for StageHandle<S, K> {
+impl<S> fmt::Debug for StageHandle<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StageHandle")
-            .field("name", &self.name)
+            .field("name", &self.inner.name)
+            .field("role", &self.inner.role)
             .field("running", &self.is_running())
             .finish()
     }
 }
 
-/// A snapshot of a stage's counters, from [`StageHandle::counters`].
-///
-/// When a pipeline stalls, `consumers` and `producers` show which edge holds no credit.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Counters {
-    /// Events received from producers.
-    pub events_in: u64,
-    /// Events sent to consumers.
-    pub events_out: u64,
-    /// Events waiting in the buffer.
-    pub buffered: usize,
-    /// Events the buffer dropped since the stage started.
-    pub dropped: u64,
-    /// Upstream messages a producer-consumer holds while downstream has no demand.
-    pub inbox: usize,
-    /// For each consumer of this stage, the demand it has asked for and not yet received.
-    pub consumers: Vec<(SubscriptionId, usize)>,
-    /// For each producer of this stage, the events asked for and not yet received.
-    pub producers: Vec<(SubscriptionId, usize)>,
-}
-
-impl<S, K: Kind<S>> StageHandle<S, K> {
-    pub(crate) fn new(
-        tx: Mailbox<S, K>,
-        exit: watch::Receiver<Option<Reason>>,
-        name: Arc<str>,
-    ) -> Self {
+impl<S> StageHandle<S> {
+    pub(crate) fn new(shared: Shared<S>) -> Self {
         StageHandle {
-            tx,
-            exit,
-            name,
-            _stage: PhantomData,
+            inner: Arc::new(shared),
         }
     }
 
-    fn send(&self, msg: Envelope<S, K>) -> Result<(), CallError> {
-        self.tx.send(msg).map_err(|_| CallError::Closed)
+    fn send(&self, control: Control<S>) -> Result<(), CallError> {
+        self.inner.tx.send(control).map_err(|_| CallError::Closed)
     }
 
     /// The name given when the stage was started.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.inner.name
     }
 
     /// Whether the stage is still running.
     pub fn is_running(&self) -> bool {
-        !self.tx.is_closed()
+        !self.inner.tx.is_closed()
     }
 
-    /// Sends a request to `handle_call` and waits for the reply.
+    /// Sends a request to the stage's [`Call::handle_call`] and waits for the reply.
     ///
     /// # Errors
     ///
     /// [`CallError::Closed`] if the stage is not running or exits before replying,
     /// [`CallError::NoReply`] if it drops the [`ReplyTo`](crate::ReplyTo).
-    pub async fn call(&self, request: K::Call) -> Result<K::Reply, CallError> {
+    pub async fn call<M>(&self, request: M) -> Result<S::Reply, CallError>
+    where
+        S: Call<M>,
+        M: Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
-        self.send(Envelope::Call(request, tx))?;
-        await_reply(rx, || self.tx.is_closed()).await
+        let job: Job<S> = Box::new(move |stage: &mut S, ctx: &mut Context<S>| {
+            let reply = ctx.reply_to(tx);
+            Box::pin(stage.handle_call(request, reply, ctx))
+        });
+        self.send(Control::Now(job))?;
+        rx.await.unwrap_or(Err(CallError::Closed))
     }
 
-    /// Sends a message to `handle_cast` without waiting.
+    /// Sends a message to the stage's [`Cast::handle_cast`] without waiting.
     ///
     /// # Errors
     ///
     /// [`CallError::Closed`] if the stage is not running.
-    pub fn cast(&self, msg: K::Msg) -> Result<(), CallError> {
-        self.send(Envelope::Cast(msg))
+    pub fn cast<M>(&self, msg: M) -> Result<(), CallError>
+    where
+        S: Cast<M>,
+        M: Send + 'static,
+    {
+        let job: Job<S> = Box::new(move |stage: &mut S, ctx: &mut Context<S>| {
+            Box::pin(stage.handle_cast(msg, ctx))
+        });
+        self.send(Control::Now(job))
     }
 
-    /// Sends a message to `handle_info`, delivered after the events the stage holds now
-    /// (GenStage's `async_info`).
+    /// Sends a message to the stage's [`Info::handle_info`]: a stage with a producer side runs
+    /// it once the events it holds now have been dispatched (GenStage's `async_info`); a
+    /// consumer runs it at once.
     ///
     /// # Errors
     ///
     /// [`CallError::Closed`] if the stage is not running.
-    pub fn info(&self, msg: K::Msg) -> Result<(), CallError> {
-        self.send(Envelope::Info(msg))
+    pub fn info<M>(&self, msg: M) -> Result<(), CallError>
+    where
+        S: Info<M>,
+        M: Send + 'static,
+    {
+        let job: Job<S> = Box::new(move |stage: &mut S, ctx: &mut Context<S>| {
+            Box::pin(stage.handle_info(msg, ctx))
+        });
+        self.send(Control::Info(job))
     }
 
     /// Cancels one of the stage's subscriptions, to a producer or from a consumer.
     ///
-    /// A consumer's cancel goes to the producer, which confirms it; the consumer then runs
-    /// `handle_cancel` and applies the subscription's cancel mode, so cancelling a permanent
-    /// subscription stops the consumer.
+    /// A consumer's cancel goes to the producer, which confirms it after the events it has
+    /// already sent; the consumer handles those, then runs `handle_cancel` and applies the
+    /// subscription's cancel mode, so cancelling a permanent subscription stops the consumer.
     ///
     /// # Errors
     ///
     /// [`CallError::Closed`] if the stage is not running.
     pub fn cancel(&self, subscription: SubscriptionId, reason: Reason) -> Result<(), CallError> {
-        self.send(Envelope::CancelSubscription(subscription, reason))
+        self.send(Control::CancelSubscription(subscription, reason))
     }
 
     /// A snapshot of the stage's counters.
     ///
     /// # Errors
     ///
-    /// [`CallError::Closed`] if the stage is not running.
+    /// [`CallError::Closed`] if the stage is not running (see
+    /// [`final_counters`](StageHandle::final_counters)).
     pub async fn counters(&self) -> Result<Counters, CallError> {
         let (tx, rx) = oneshot::channel();
-        self.send(Envelope::Counters(tx))?;
-        await_reply(rx, || true).await
+        self.send(Control::Counters(tx))?;
+        rx.await.map_err(|_| CallError::Closed)
+    }
+
+    /// The counters the stage had when it exited, once it has.
+    pub fn final_counters(&self) -> Option<Counters> {
+        self.inner
+            .exit
+            .borrow()
+            .as_ref()
+            .map(|exit| exit.counters.clone())
     }
 
     /// Asks the stage to stop with `reason` once it has handled the messages sent before this
     /// one; [`join`](StageHandle::join) waits for it. Its consumers then act on their cancel
     /// mode.
     ///
+    /// # What happens to events in flight
+    ///
+    /// Events the stage has received and not handled (in its mailbox, or in a
+    /// producer-consumer's inbox) go back to their producers, which send them to their other
+    /// consumers (a demand dispatcher), keep them for the partition's next consumer (a
+    /// partition dispatcher) or discard them, counted (a broadcast: every other consumer has
+    /// its copy). Events the stage holds in its own buffer are dropped and counted in
+    /// [`Counters::dropped`] ([`final_counters`](StageHandle::final_counters)).
+    ///
     /// # Errors
     ///
     /// [`CallError::Closed`] if the stage is not running.
     pub fn stop(&self, reason: Reason) -> Result<(), CallError> {
-        self.send(Envelope::Stop(reason))
+        self.send(Control::Stop(reason))
     }
 
     /// Waits until the stage exits and returns why.
     pub async fn join(&self) -> Reason {
-        let mut exit = self.exit.clone();
+        let mut exit = self.inner.exit.clone();
         match exit.wait_for(Option::is_some).await {
-            Ok(reason) => reason.clone().expect("waited for Some"),
+            Ok(exit) => exit.as_ref().expect("waited for Some").reason.clone(),
             // The task was dropped without finishing: its runtime shut down.
             Err(_) => Reason::Shutdown,
         }
@@ -180,14 +236,26 @@ impl<S, K: Kind<S>> StageHandle<S, K> {
 
     /// The exit reason, if the stage has exited.
     pub fn exit_reason(&self) -> Option<Reason> {
-        self.exit.borrow().clone()
+        self.inner
+            .exit
+            .borrow()
+            .as_ref()
+            .map(|exit| exit.reason.clone())
     }
 }
 
-impl<S: Send + 'static, K: Kind<S> + Emits> StageHandle<S, K> {
+impl<S: Producer> StageHandle<S> {
     /// The stage's address as a producer, for subscribing to it.
-    pub fn producer(&self) -> ProducerRef<K::Out> {
-        ProducerRef(Arc::new(self.tx.clone()))
+    pub fn producer(&self) -> ProducerRef<S::Out> {
+        match self
+            .inner
+            .producer
+            .as_ref()
+            .and_then(|p| p.downcast_ref::<ProducerRef<S::Out>>())
+        {
+            Some(producer) => producer.clone(),
+            None => ProducerRef::not_a_producer(Arc::clone(&self.inner.name)),
+        }
     }
 
     /// How many events wait in the stage's buffer (GenStage's `estimate_buffered_count`).
@@ -198,49 +266,51 @@ impl<S: Send + 'static, K: Kind<S> + Emits> StageHandle<S, K> {
     pub async fn buffered(&self) -> Result<usize, CallError> {
         Ok(self.counters().await?.buffered)
     }
-}
 
-impl<S: Send + 'static, K: Kind<S> + Emits> AsProducer<K::Out> for StageHandle<S, K> {
-    fn as_producer(&self) -> ProducerRef<K::Out> {
-        self.producer()
-    }
-}
-
-impl<P: crate::Producer> StageHandle<P, ProducerStage> {
     /// Switches between forwarding and accumulating demand (GenStage's `demand/2`).
-    /// Going back to [`DemandMode::Forward`] replays what was accumulated, in order.
+    /// Going back to [`DemandMode::Forward`] replays what was accumulated, in order. Only for
+    /// stages started as producers; a producer-consumer ignores it, with a warning.
     ///
     /// # Errors
     ///
     /// [`CallError::Closed`] if the stage is not running.
     pub fn set_demand(&self, mode: DemandMode) -> Result<(), CallError> {
-        self.send(Envelope::SetDemand(mode))
+        self.send(Control::SetDemand(mode))
     }
 }
 
-impl<S: Send + 'static, K: Kind<S> + Receives> StageHandle<S, K> {
+impl<S: Producer> AsProducer<S::Out> for StageHandle<S> {
+    fn as_producer(&self) -> ProducerRef<S::Out> {
+        self.producer()
+    }
+}
+
+impl<S: Consumer> StageHandle<S> {
     /// Subscribes the stage to `producer` and returns the subscription's id once the producer
     /// has accepted it (GenStage's `sync_subscribe`).
     ///
     /// # Errors
     ///
     /// An invalid option, a producer or consumer that is not running, or a subscription the
-    /// producer's dispatcher refuses. A consumer whose permanent or transient subscription
-    /// finds its producer not running also stops, with [`Reason::NoProc`].
+    /// producer's dispatcher refuses (the consumer's `handle_cancel` then sees the refusal, as
+    /// [`Reason::Rejected`]; a refusal never stops it). A consumer whose permanent or transient
+    /// subscription finds its producer not running stops, with [`Reason::NoProc`].
     pub async fn subscribe(
         &self,
-        producer: &impl AsProducer<K::In>,
+        producer: &impl AsProducer<S::In>,
         opts: SubscribeOptions,
     ) -> Result<SubscriptionId, SubscribeError> {
+        let producer = producer.as_producer();
         opts.limits()?;
         let (ack, rx) = oneshot::channel();
-        let msg = Envelope::SubscribeTo {
-            producer: producer.as_producer(),
+        let control = Control::SubscribeTo {
+            producer: Box::new(producer),
             opts,
             ack,
         };
-        self.tx
-            .send(msg)
+        self.inner
+            .tx
+            .send(control)
             .map_err(|_| SubscribeError::ConsumerClosed)?;
         rx.await.unwrap_or(Err(SubscribeError::ConsumerClosed))
     }
@@ -254,6 +324,6 @@ impl<S: Send + 'static, K: Kind<S> + Receives> StageHandle<S, K> {
         if n == 0 {
             return Ok(());
         }
-        self.send(Envelope::ManualAsk(subscription, n))
+        self.send(Control::ManualAsk(subscription, n))
     }
 }

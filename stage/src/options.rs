@@ -11,6 +11,10 @@ use crate::error::OptionError;
 pub const DEFAULT_MAX_DEMAND: usize = 1000;
 /// The default buffer size of a producer, as in GenStage.
 pub const DEFAULT_BUFFER_SIZE: usize = 10_000;
+/// The largest `max_demand` a subscription may have: 2^30 events (about a billion) in flight
+/// on one edge, far beyond what fits in memory for any event type, and small enough that
+/// summing the demand of many subscriptions cannot overflow.
+pub const MAX_DEMAND_LIMIT: usize = 1 << 30;
 
 /// Identifies one subscription between a consumer and a producer (GenStage's subscription tag).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -79,8 +83,8 @@ pub enum SubscriptionMode {
 
 /// Options of one subscription: `max_demand`, `min_demand` and the cancel mode.
 ///
-/// Validated when the subscription is made: `max_demand` must be at least 1 and `min_demand`
-/// less than `max_demand`. `min_demand` defaults to `max_demand / 2` (integer division).
+/// Validated when the subscription is made: `max_demand` must be at least 1 and at most
+/// [`MAX_DEMAND_LIMIT`], and `min_demand` less than `max_demand`. `min_demand` defaults to `max_demand / 2` (integer division).
 ///
 /// # Examples
 ///
@@ -229,12 +233,16 @@ impl SubscribeOptions {
     ///
     /// # Errors
     ///
-    /// [`OptionError`] naming `max_demand` when it is 0, or `min_demand` when it is not less
-    /// than `max_demand`.
+    /// [`OptionError`] naming `max_demand` when it is 0 or above [`MAX_DEMAND_LIMIT`], or
+    /// `min_demand` when it is not less than `max_demand`.
     pub fn limits(&self) -> Result<(usize, usize), OptionError> {
         let max = self.max_demand.unwrap_or(DEFAULT_MAX_DEMAND);
         if max == 0 {
             return Err(OptionError::new("max_demand", "must be at least 1", max));
+        }
+        if max > MAX_DEMAND_LIMIT {
+            let rule = format!("must be at most {MAX_DEMAND_LIMIT} (2^30)");
+            return Err(OptionError::new("max_demand", rule, max));
         }
         let min = self.min_demand.unwrap_or(max / 2);
         if min >= max {
@@ -315,6 +323,18 @@ mod tests {
             .limits()
             .unwrap_err();
         assert_eq!(err.option, "min_demand");
+        let err = SubscribeOptions::new()
+            .max_demand(usize::MAX)
+            .limits()
+            .unwrap_err();
+        assert_eq!(err.option, "max_demand");
+        assert!(err.to_string().contains("at most"), "{err}");
+        assert!(
+            SubscribeOptions::new()
+                .max_demand(MAX_DEMAND_LIMIT)
+                .limits()
+                .is_ok()
+        );
     }
 
     #[test]

@@ -2,16 +2,22 @@
 
 use std::future::Future;
 
-use crate::Reason;
-use crate::context::{Cancel, Context, ReplyTo};
+use crate::context::Context;
+use crate::error::{Cancel, Reason};
 use crate::options::{SubscribeOptions, SubscriptionId};
 
 /// A stage that emits events when its consumers ask for them.
 ///
-/// The one required handler is [`handle_demand`](Producer::handle_demand). Events a handler
-/// returns or emits go to the producer's dispatcher; those no consumer can take yet wait in the
-/// producer's bounded buffer. `Call`, `Reply` and `Msg` type the messages the stage can be sent
-/// from outside through its handle (use `()` when it takes none).
+/// The one handler that matters is [`handle_demand`](Producer::handle_demand). Events a
+/// handler returns or emits ([`Context::emit`]) go to the producer's dispatcher; those no
+/// consumer can take yet wait in the producer's bounded buffer.
+///
+/// A type that implements both `Producer` and [`Consumer`](crate::Consumer) is a
+/// *producer-consumer* when started with [`producer_consumer`](crate::producer_consumer): it
+/// emits from [`Consumer::handle_events`](crate::Consumer::handle_events) through
+/// [`Context::emit`], and this trait's handlers are its producer side (its consumers
+/// subscribing and leaving). A producer-consumer pulls from upstream only while its own
+/// consumers have unmet demand, so `handle_demand` is never called for it.
 ///
 /// # Examples
 ///
@@ -23,11 +29,8 @@ use crate::options::{SubscribeOptions, SubscriptionId};
 ///
 /// impl Producer for Counter {
 ///     type Out = u64;
-///     type Call = ();
-///     type Reply = ();
-///     type Msg = ();
 ///
-///     async fn handle_demand(&mut self, demand: usize, _: &mut Context<u64>) -> Vec<u64> {
+///     async fn handle_demand(&mut self, demand: usize, _: &mut Context<Self>) -> Vec<u64> {
 ///         let start = self.next;
 ///         self.next += demand as u64;
 ///         (start..self.next).collect()
@@ -46,32 +49,33 @@ use crate::options::{SubscribeOptions, SubscriptionId};
 pub trait Producer: Send + Sized + 'static {
     /// The events this producer emits.
     type Out: Send + 'static;
-    /// Requests handled by [`handle_call`](Producer::handle_call).
-    type Call: Send + 'static;
-    /// Answers to those requests.
-    type Reply: Send + 'static;
-    /// Messages handled by [`handle_cast`](Producer::handle_cast) and
-    /// [`handle_info`](Producer::handle_info).
-    type Msg: Send + 'static;
 
     /// Consumers asked for `demand` more events than the buffer could give them.
     ///
-    /// Called once per ask (asks are not summed), never with 0, and not while the producer
-    /// accumulates demand. Return up to `demand` events; returning fewer is fine, but the
-    /// producer must remember the rest: consumers will not ask again until they have received
-    /// most of what they asked for. Events beyond the demand are buffered.
+    /// Called once per ask (asks from different consumers are not summed), never with 0, and
+    /// not while the producer accumulates demand. Return up to `demand` events; returning
+    /// fewer is fine, but the producer must remember the rest: consumers will not ask again
+    /// until they have received most of what they asked for. Events beyond the demand are
+    /// buffered, and the buffered surplus is subtracted from the next demand.
+    ///
+    /// The default emits nothing: right for producers fed by messages (which emit from
+    /// [`Cast`](crate::Cast) or [`Info`](crate::Info) handlers) and for producer-consumers,
+    /// for which it is never called.
     fn handle_demand(
         &mut self,
         demand: usize,
-        ctx: &mut Context<Self::Out>,
-    ) -> impl Future<Output = Vec<Self::Out>> + Send;
+        ctx: &mut Context<Self>,
+    ) -> impl Future<Output = Vec<Self::Out>> + Send {
+        let _ = (demand, ctx);
+        async { Vec::new() }
+    }
 
     /// A consumer subscribed. The default does nothing.
     fn handle_subscribe(
         &mut self,
         subscription: SubscriptionId,
         opts: &SubscribeOptions,
-        ctx: &mut Context<Self::Out>,
+        ctx: &mut Context<Self>,
     ) -> impl Future<Output = ()> + Send {
         let _ = (subscription, opts, ctx);
         async {}
@@ -83,45 +87,17 @@ pub trait Producer: Send + Sized + 'static {
         &mut self,
         cancel: Cancel,
         subscription: SubscriptionId,
-        ctx: &mut Context<Self::Out>,
+        ctx: &mut Context<Self>,
     ) -> impl Future<Output = ()> + Send {
         let _ = (cancel, subscription, ctx);
         async {}
     }
 
-    /// A call from a handle. The default drops `reply`, so the caller gets
-    /// [`CallError::NoReply`](crate::CallError::NoReply).
-    fn handle_call(
-        &mut self,
-        request: Self::Call,
-        reply: ReplyTo<Self::Reply>,
-        ctx: &mut Context<Self::Out>,
-    ) -> impl Future<Output = ()> + Send {
-        let _ = (request, reply, ctx);
-        tracing::warn!("stage received a call but does not implement handle_call");
-        async {}
-    }
-
-    /// A cast from a handle. The default ignores it.
-    fn handle_cast(
-        &mut self,
-        msg: Self::Msg,
-        ctx: &mut Context<Self::Out>,
-    ) -> impl Future<Output = ()> + Send {
-        let _ = (msg, ctx);
-        tracing::warn!("stage received a cast but does not implement handle_cast");
-        async {}
-    }
-
-    /// An info message from a handle, delivered after the events buffered when it was sent.
-    /// The default ignores it.
-    fn handle_info(
-        &mut self,
-        msg: Self::Msg,
-        ctx: &mut Context<Self::Out>,
-    ) -> impl Future<Output = ()> + Send {
-        let _ = (msg, ctx);
-        tracing::warn!("stage received an info message but does not implement handle_info");
+    /// Runs once, when the stage has started (for a producer-consumer, after its initial
+    /// subscriptions are made and its consumer side's `handle_start`), before it handles
+    /// anything else. The default does nothing.
+    fn handle_start(&mut self, ctx: &mut Context<Self>) -> impl Future<Output = ()> + Send {
+        let _ = ctx;
         async {}
     }
 
@@ -131,7 +107,8 @@ pub trait Producer: Send + Sized + 'static {
         true
     }
 
-    /// The stage is stopping with `reason` (not called after a panic).
+    /// The stage is stopping with `reason` (not called after a panic). A panic here makes the
+    /// exit reason [`Reason::Panic`].
     fn terminate(&mut self, reason: &Reason) -> impl Future<Output = ()> + Send {
         let _ = reason;
         async {}

@@ -1,19 +1,24 @@
-//! Bridges between stages and iterators or streams (GenStage §2.14).
+//! Bridges between stages and iterators or streams.
 
 use std::fmt;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Poll, ready};
 
 use futures::{FutureExt, Stream, StreamExt};
 use tokio::sync::mpsc;
 
-use crate::context::{Cancel, Context};
-use crate::error::StartError;
-use crate::handle::{ConsumerHandle, ProducerHandle};
-use crate::mailbox::AsProducer;
+use crate::address::AsProducer;
+use crate::consumer::Consumer;
+use crate::context::Context;
+use crate::dispatcher::Dispatcher;
+use crate::error::{Cancel, Reason, StartError, panic_message};
+use crate::handle::StageHandle;
+use crate::message::Cast;
 use crate::options::{SubscribeOptions, SubscriptionId, SubscriptionMode};
-use crate::start::Builder;
-use crate::{Consumer, Producer, Reason};
+use crate::producer::Producer;
+use crate::start::ProducerBuilder;
 
 /// A producer that emits the items of an iterator, exactly as many as are asked for, and
 /// finishes (stops with [`Reason::Normal`] once its buffer is empty) when the iterator ends.
@@ -45,7 +50,9 @@ impl<I> IterProducer<I> {
 
 impl<I> fmt::Debug for IterProducer<I> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("IterProducer")
+        f.debug_struct("IterProducer")
+            .field("consumers", &self.consumers)
+            .finish_non_exhaustive()
     }
 }
 
@@ -55,11 +62,8 @@ where
     I::Item: Send + 'static,
 {
     type Out = I::Item;
-    type Call = ();
-    type Reply = ();
-    type Msg = ();
 
-    async fn handle_demand(&mut self, demand: usize, ctx: &mut Context<I::Item>) -> Vec<I::Item> {
+    async fn handle_demand(&mut self, demand: usize, ctx: &mut Context<Self>) -> Vec<I::Item> {
         let events: Vec<_> = self.iter.by_ref().take(demand).collect();
         if events.len() < demand {
             ctx.finish();
@@ -71,12 +75,12 @@ where
         &mut self,
         _: SubscriptionId,
         _: &SubscribeOptions,
-        _: &mut Context<I::Item>,
+        _: &mut Context<Self>,
     ) {
         self.consumers += 1;
     }
 
-    async fn handle_cancel(&mut self, _: Cancel, _: SubscriptionId, ctx: &mut Context<I::Item>) {
+    async fn handle_cancel(&mut self, _: Cancel, _: SubscriptionId, ctx: &mut Context<Self>) {
         self.consumers -= 1;
         if self.stop_on_cancel && self.consumers == 0 {
             ctx.stop(Reason::Normal);
@@ -86,7 +90,8 @@ where
 
 /// Prepares a producer over an iterator (GenStage's `from_enumerable`). Each demand pulls
 /// exactly that many items; when the iterator ends the producer stops normally after its buffer
-/// has been dispatched, so its permanent consumers stop too.
+/// has been dispatched, so its permanent consumers stop too. An iterator that panics fails the
+/// producer with [`Reason::Panic`].
 ///
 /// # Examples
 ///
@@ -104,7 +109,7 @@ where
 /// assert_eq!(got, (1..=25).collect::<Vec<_>>());
 /// # }
 /// ```
-pub fn from_iter<I>(iter: I) -> Builder<IterProducer<I::IntoIter>, crate::kind::ProducerStage>
+pub fn from_iter<I>(iter: I) -> ProducerBuilder<IterProducer<I::IntoIter>>
 where
     I: IntoIterator,
     I::IntoIter: Send + 'static,
@@ -125,31 +130,51 @@ pub enum Feed<T> {
 /// A producer that emits the items of a `Stream` as they come, never more than asked for.
 ///
 /// A feeder task owns the stream and pulls from it only while there is unmet demand, taking at
-/// once every item that is ready (up to the demand) so that items move in batches.
-/// Made by [`from_stream`].
+/// once every item that is ready (up to the demand) so that items move in batches. The
+/// producer never waits on the stream itself, so calls and cancels reach it whatever the stream
+/// does. Made by [`from_stream`].
 pub struct StreamProducer<T> {
     demand: mpsc::UnboundedSender<usize>,
+    stop_on_cancel: bool,
+    consumers: usize,
     _items: std::marker::PhantomData<fn() -> T>,
 }
 
 impl<T> fmt::Debug for StreamProducer<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("StreamProducer")
+        f.debug_struct("StreamProducer")
+            .field("consumers", &self.consumers)
+            .finish_non_exhaustive()
     }
 }
 
 impl<T: Send + 'static> Producer for StreamProducer<T> {
     type Out = T;
-    type Call = ();
-    type Reply = ();
-    type Msg = Feed<T>;
 
-    async fn handle_demand(&mut self, demand: usize, _: &mut Context<T>) -> Vec<T> {
+    async fn handle_demand(&mut self, demand: usize, _: &mut Context<Self>) -> Vec<T> {
         let _ = self.demand.send(demand);
         Vec::new()
     }
 
-    async fn handle_cast(&mut self, feed: Feed<T>, ctx: &mut Context<T>) {
+    async fn handle_subscribe(
+        &mut self,
+        _: SubscriptionId,
+        _: &SubscribeOptions,
+        _: &mut Context<Self>,
+    ) {
+        self.consumers += 1;
+    }
+
+    async fn handle_cancel(&mut self, _: Cancel, _: SubscriptionId, ctx: &mut Context<Self>) {
+        self.consumers -= 1;
+        if self.stop_on_cancel && self.consumers == 0 {
+            ctx.stop(Reason::Normal);
+        }
+    }
+}
+
+impl<T: Send + 'static> Cast<Feed<T>> for StreamProducer<T> {
+    async fn handle_cast(&mut self, feed: Feed<T>, ctx: &mut Context<Self>) {
         match feed {
             Feed::Batch(items) => ctx.emit(items),
             Feed::End => ctx.finish(),
@@ -157,12 +182,32 @@ impl<T: Send + 'static> Producer for StreamProducer<T> {
     }
 }
 
-/// Starts a producer over a `Stream`; it stops normally once the stream has ended and its
-/// buffer has been dispatched.
+/// Configures a producer over a `Stream` before it starts. Made by [`from_stream`].
+#[must_use = "a stage does nothing until it is started"]
+pub struct StreamBuilder<St: Stream> {
+    stream: St,
+    dispatcher: Option<Box<dyn Dispatcher<St::Item>>>,
+    name: Option<Arc<str>>,
+    stop_on_cancel: bool,
+}
+
+impl<St: Stream> fmt::Debug for StreamBuilder<St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamBuilder")
+            .field("name", &self.name)
+            .field("stop_on_cancel", &self.stop_on_cancel)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Prepares a producer over a `Stream`; once started it stops normally when the stream has
+/// ended and its buffer has been dispatched. A stream that panics fails the producer with
+/// [`Reason::Panic`].
 ///
-/// # Errors
-///
-/// [`StartError::NoRuntime`] outside a tokio runtime.
+/// A tokio channel receiver is not a `Stream` itself: wrap it in
+/// `tokio_stream::wrappers::ReceiverStream` (or `UnboundedReceiverStream`, `BroadcastStream`,
+/// `IntervalStream`, ...) first. For a channel into a pipeline, [`crate::channel`] also holds
+/// back its senders when the pipeline is slow.
 ///
 /// # Examples
 ///
@@ -171,47 +216,97 @@ impl<T: Send + 'static> Producer for StreamProducer<T> {
 /// # async fn main() {
 /// use futures::StreamExt;
 ///
-/// let words = stage::from_stream(futures::stream::iter(["a", "b", "c"])).unwrap();
+/// let words = stage::from_stream(futures::stream::iter(["a", "b", "c"])).start().unwrap();
 /// let got: Vec<&str> = stage::stream([(&words, Default::default())]).unwrap().collect().await;
 /// assert_eq!(got, ["a", "b", "c"]);
 /// # }
 /// ```
-pub fn from_stream<St>(stream: St) -> Result<ProducerHandle<StreamProducer<St::Item>>, StartError>
+pub fn from_stream<St>(stream: St) -> StreamBuilder<St>
 where
     St: Stream + Send + 'static,
     St::Item: Send + 'static,
 {
-    from_stream_with(stream, crate::DemandDispatcher::new())
+    StreamBuilder {
+        stream,
+        dispatcher: None,
+        name: None,
+        stop_on_cancel: false,
+    }
 }
 
-/// Like [`from_stream`], with the producer's dispatcher.
-///
-/// # Errors
-///
-/// [`StartError::NoRuntime`] outside a tokio runtime.
-pub fn from_stream_with<St>(
-    stream: St,
-    dispatcher: impl crate::Dispatcher<St::Item>,
-) -> Result<ProducerHandle<StreamProducer<St::Item>>, StartError>
+impl<St> StreamBuilder<St>
 where
     St: Stream + Send + 'static,
     St::Item: Send + 'static,
 {
-    let (demand_tx, demand_rx) = mpsc::unbounded_channel();
-    let handle = crate::producer(StreamProducer {
-        demand: demand_tx,
-        _items: std::marker::PhantomData,
-    })
-    .dispatcher(dispatcher)
-    .start()?;
-    tokio::spawn(feed(stream, demand_rx, handle.clone()));
-    Ok(handle)
+    /// The producer's dispatcher (default [`DemandDispatcher`]).
+    pub fn dispatcher(mut self, dispatcher: impl Dispatcher<St::Item>) -> Self {
+        self.dispatcher = Some(Box::new(dispatcher));
+        self
+    }
+
+    /// A name for logs (default `stage::from_stream`).
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Stops normally, dropping the stream, when the last consumer cancels or exits, instead of
+    /// waiting for new consumers.
+    pub fn stop_on_cancel(mut self) -> Self {
+        self.stop_on_cancel = true;
+        self
+    }
+
+    /// Starts the producer and the task that feeds it.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError::NoRuntime`] outside a tokio runtime.
+    pub fn start(self) -> Result<StageHandle<StreamProducer<St::Item>>, StartError> {
+        let (demand_tx, demand_rx) = mpsc::unbounded_channel();
+        let producer = StreamProducer {
+            demand: demand_tx,
+            stop_on_cancel: self.stop_on_cancel,
+            consumers: 0,
+            _items: std::marker::PhantomData,
+        };
+        let mut builder = crate::producer(producer)
+            .name(self.name.unwrap_or_else(|| Arc::from("stage::from_stream")));
+        if let Some(dispatcher) = self.dispatcher {
+            builder = builder.dispatcher(dispatcher);
+        }
+        let handle = builder.start()?;
+        tokio::spawn(feed(self.stream, demand_rx, handle.clone()));
+        Ok(handle)
+    }
 }
 
+/// Runs the feeder; a panic in the stream fails the producer instead of leaving it waiting.
 async fn feed<St>(
     stream: St,
+    demand: mpsc::UnboundedReceiver<usize>,
+    producer: StageHandle<StreamProducer<St::Item>>,
+) where
+    St: Stream + Send + 'static,
+    St::Item: Send + 'static,
+{
+    let pumped = AssertUnwindSafe(pump(stream, demand, &producer))
+        .catch_unwind()
+        .await;
+    if let Err(payload) = pumped {
+        let reason = Reason::Panic(panic_message(&*payload));
+        tracing::error!(stage = %producer.name(), %reason, "the stream panicked");
+        let _ = producer.stop(reason);
+    }
+}
+
+/// Pulls from the stream while there is unmet demand; ends once the stream ends or the
+/// producer is gone (its demand channel closes with it, dropping the stream).
+async fn pump<St>(
+    stream: St,
     mut demand: mpsc::UnboundedReceiver<usize>,
-    producer: ProducerHandle<StreamProducer<St::Item>>,
+    producer: &StageHandle<StreamProducer<St::Item>>,
 ) where
     St: Stream + Send + 'static,
     St::Item: Send + 'static,
@@ -220,16 +315,26 @@ async fn feed<St>(
     let mut wanted = 0usize;
     loop {
         while let Ok(n) = demand.try_recv() {
-            wanted += n;
+            wanted = wanted.saturating_add(n);
         }
         if wanted == 0 {
             match demand.recv().await {
-                Some(n) => wanted += n,
+                Some(n) => wanted = wanted.saturating_add(n),
                 None => return,
             }
             continue;
         }
-        let Some(first) = stream.next().await else {
+        let next = loop {
+            tokio::select! {
+                next = stream.next() => break next,
+                more = demand.recv() => match more {
+                    Some(n) => wanted = wanted.saturating_add(n),
+                    // The producer stopped while the stream had nothing ready: let go of it.
+                    None => return,
+                },
+            }
+        };
+        let Some(first) = next else {
             let _ = producer.cast(Feed::End);
             return;
         };
@@ -264,16 +369,11 @@ struct Forward<T> {
     closing: bool,
 }
 
-/// What the stream tells its consumer.
-enum Control {
-    /// The initial subscriptions are made: stop if there are none.
-    Started,
-    /// The stream was dropped: cancel every subscription.
-    Close,
-}
+/// The stream was dropped: cancel every subscription.
+struct Close;
 
 impl<T: Send + 'static> Forward<T> {
-    fn close(&mut self, ctx: &mut Context) {
+    fn close(&mut self, ctx: &mut Context<Self>) {
         if !self.closing {
             self.closing = true;
             for id in &self.subscriptions {
@@ -285,40 +385,43 @@ impl<T: Send + 'static> Forward<T> {
 
 impl<T: Send + 'static> Consumer for Forward<T> {
     type In = T;
-    type Call = ();
-    type Reply = ();
-    type Msg = Control;
 
     async fn handle_subscribe(
         &mut self,
         id: SubscriptionId,
         _: &SubscribeOptions,
-        _: &mut Context,
+        _: &mut Context<Self>,
     ) -> SubscriptionMode {
         self.subscriptions.push(id);
         SubscriptionMode::Automatic
     }
 
-    async fn handle_events(&mut self, events: Vec<T>, _: SubscriptionId, ctx: &mut Context) {
+    async fn handle_start(&mut self, ctx: &mut Context<Self>) {
+        if self.subscriptions.is_empty() {
+            ctx.stop(Reason::Normal);
+        }
+    }
+
+    async fn handle_events(&mut self, events: Vec<T>, _: SubscriptionId, ctx: &mut Context<Self>) {
         if self.tx.send(events).await.is_err() {
             self.close(ctx);
         }
     }
 
-    async fn handle_cancel(&mut self, cancel: Cancel, id: SubscriptionId, ctx: &mut Context) {
+    async fn handle_cancel(&mut self, cancel: Cancel, id: SubscriptionId, ctx: &mut Context<Self>) {
         self.subscriptions.retain(|s| *s != id);
         if self.subscriptions.is_empty() {
-            ctx.stop(cancel.reason);
+            ctx.stop(cancel.into_reason());
         }
     }
+}
 
-    async fn handle_cast(&mut self, control: Control, ctx: &mut Context) {
-        match control {
-            Control::Started | Control::Close if self.subscriptions.is_empty() => {
-                ctx.stop(Reason::Normal)
-            }
-            Control::Started => {}
-            Control::Close => self.close(ctx),
+impl<T: Send + 'static> Cast<Close> for Forward<T> {
+    async fn handle_cast(&mut self, _: Close, ctx: &mut Context<Self>) {
+        if self.subscriptions.is_empty() {
+            ctx.stop(Reason::Normal);
+        } else {
+            self.close(ctx);
         }
     }
 }
@@ -351,8 +454,6 @@ where
         builder = builder.subscribe_to(producer, opts);
     }
     let handle = builder.start()?;
-    // Handled after the initial subscriptions: ends the stream at once if none was made.
-    let _ = handle.cast(Control::Started);
     Ok(ConsumerStream {
         rx,
         current: Vec::new().into_iter(),
@@ -364,7 +465,7 @@ where
 pub struct ConsumerStream<T: Send + 'static> {
     rx: mpsc::Receiver<Vec<T>>,
     current: std::vec::IntoIter<T>,
-    handle: ConsumerHandle<Forward<T>>,
+    handle: StageHandle<Forward<T>>,
 }
 
 impl<T: Send + 'static> ConsumerStream<T> {
@@ -412,6 +513,22 @@ impl<T: Send + 'static> Stream for ConsumerStream<T> {
 
 impl<T: Send + 'static> Drop for ConsumerStream<T> {
     fn drop(&mut self) {
-        let _ = self.handle.cast(Control::Close);
+        let _ = self.handle.cast(Close);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_dispatcher_is_a_demand_dispatcher() {
+        let d: Box<dyn Dispatcher<u8>> = Box::new(crate::DemandDispatcher::new());
+        assert!(matches!(
+            d.contract(),
+            crate::Contract::Plain {
+                dispatcher: "DemandDispatcher"
+            }
+        ));
     }
 }

@@ -7,8 +7,11 @@ mod support;
 
 use std::sync::{Arc, Mutex};
 
-use stage::{CancelMode, Context, DemandMode, Producer, ProducerHandle, Reason, SubscribeOptions};
-use support::{Ask, Msg, Seen, Sink, Source, batch_sizes, demand_log, events, flow, manual_sink};
+use stage::{CancelMode, Cast, Context, DemandMode, Producer, Reason, SubscribeOptions};
+use support::{
+    Ask, Msg, ProducerHandle, Seen, Sink, Source, batch_sizes, demand_log, events, flow,
+    manual_sink,
+};
 
 async fn accumulating(source: Source) -> ProducerHandle<Source> {
     stage::producer(source)
@@ -173,17 +176,16 @@ struct StopOnDemand {
 
 impl Producer for StopOnDemand {
     type Out = u64;
-    type Call = ();
-    type Reply = ();
-    type Msg = Msg<u64>;
 
-    async fn handle_demand(&mut self, demand: usize, ctx: &mut Context<u64>) -> Vec<u64> {
+    async fn handle_demand(&mut self, demand: usize, ctx: &mut Context<Self>) -> Vec<u64> {
         self.demands.lock().unwrap().push(demand);
         ctx.stop(Reason::error("stopped during replay"));
         Vec::new()
     }
+}
 
-    async fn handle_cast(&mut self, msg: Msg<u64>, ctx: &mut Context<u64>) {
+impl Cast<Msg<u64>> for StopOnDemand {
+    async fn handle_cast(&mut self, msg: Msg<u64>, ctx: &mut Context<Self>) {
         if let Msg::Emit(events) = msg {
             ctx.emit(events);
         }

@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::sync::Once;
 
-use stage::{Context, Keep, Producer, Reason, ReplyTo, SubscribeOptions};
+use stage::{Call, Cast, Context, Keep, Producer, Reason, ReplyTo, SubscribeOptions};
 use support::{
     Ask, Msg, Sink, Source, Through, ask, batches, demands, events, infos, manual_sink, settle,
     within,
@@ -25,25 +25,28 @@ struct Lossy {
 
 impl Producer for Lossy {
     type Out = u64;
-    type Call = ();
-    type Reply = Vec<usize>;
-    type Msg = Vec<u64>;
 
-    async fn handle_demand(&mut self, _: usize, _: &mut Context<u64>) -> Vec<u64> {
+    async fn handle_demand(&mut self, _: usize, _: &mut Context<Self>) -> Vec<u64> {
         Vec::new()
-    }
-
-    async fn handle_call(&mut self, _: (), reply: ReplyTo<Vec<usize>>, _: &mut Context<u64>) {
-        reply.send(std::mem::take(&mut self.discarded));
-    }
-
-    async fn handle_cast(&mut self, events: Vec<u64>, ctx: &mut Context<u64>) {
-        ctx.emit(events);
     }
 
     fn format_discarded(&mut self, count: usize) -> bool {
         self.discarded.push(count);
         self.warn
+    }
+}
+
+impl Call<()> for Lossy {
+    type Reply = Vec<usize>;
+
+    async fn handle_call(&mut self, _: (), reply: ReplyTo<Vec<usize>>, _: &mut Context<Self>) {
+        reply.send(std::mem::take(&mut self.discarded));
+    }
+}
+
+impl Cast<Vec<u64>> for Lossy {
+    async fn handle_cast(&mut self, events: Vec<u64>, ctx: &mut Context<Self>) {
+        ctx.emit(events);
     }
 }
 

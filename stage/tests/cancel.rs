@@ -12,11 +12,14 @@ mod support;
 use std::sync::{Arc, Mutex};
 
 use stage::{
-    CallError, Cancel, CancelKind, CancelMode, Consumer, ConsumerHandle, Context, DemandDispatcher,
-    Dispatcher, Peer, Producer, ProducerHandle, Reason, ReplyTo, SubscribeError, SubscribeOptions,
-    SubscriptionId,
+    Call, CallError, Cancel, CancelMode, Cast, Consumer, Context, Contract, DemandDispatcher,
+    Dispatcher, DispatcherState, Outbox, Producer, Reason, ReplyTo, SubscribeError,
+    SubscribeOptions, SubscriptionId,
 };
-use support::{Ask, Msg, Seen, Sink, Source, Through, events, settle, within};
+use support::{
+    Ask, ConsumerHandle, Msg, Peer, ProducerHandle, Seen, Sink, Source, Through, events, settle,
+    within,
+};
 
 /// What a [`Recorder`] saw, kept outside the stage so it can be read after the stage exits.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,26 +47,19 @@ struct Recorder {
 
 impl Consumer for Recorder {
     type In = u64;
-    type Call = ();
-    type Reply = ();
-    type Msg = ();
 
-    async fn handle_events(&mut self, events: Vec<u64>, _: SubscriptionId, _: &mut Context) {
+    async fn handle_events(&mut self, events: Vec<u64>, _: SubscriptionId, _: &mut Context<Self>) {
         if self.panic_on_events {
             panic!("consumer boom");
         }
         self.journal.lock().unwrap().push(Entry::Events(events));
     }
 
-    async fn handle_cancel(&mut self, cancel: Cancel, _: SubscriptionId, ctx: &mut Context) {
+    async fn handle_cancel(&mut self, cancel: Cancel, _: SubscriptionId, ctx: &mut Context<Self>) {
         self.journal.lock().unwrap().push(Entry::Cancelled(cancel));
         if let Some(reason) = self.stop_in_cancel.clone() {
             ctx.stop(reason);
         }
-    }
-
-    async fn handle_call(&mut self, _: (), reply: ReplyTo<()>, _: &mut Context) {
-        reply.send(());
     }
 
     async fn terminate(&mut self, reason: &Reason) {
@@ -71,6 +67,14 @@ impl Consumer for Recorder {
             .lock()
             .unwrap()
             .push(Entry::Terminated(reason.clone()));
+    }
+}
+
+impl Call<()> for Recorder {
+    type Reply = ();
+
+    async fn handle_call(&mut self, _: (), reply: ReplyTo<()>, _: &mut Context<Self>) {
+        reply.send(());
     }
 }
 
@@ -89,8 +93,18 @@ async fn recorder(
     (c, id, journal)
 }
 
+/// Which way a subscription ended, for building expected cancels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CancelKind {
+    Cancel,
+    Down,
+}
+
 fn cancel(kind: CancelKind, reason: Reason) -> Cancel {
-    Cancel { kind, reason }
+    match kind {
+        CancelKind::Cancel => Cancel::Cancelled(reason),
+        CancelKind::Down => Cancel::Down(reason),
+    }
 }
 
 /// A producer that emits what it is told and panics on request, in a cast or in a call.
@@ -105,20 +119,23 @@ enum Order {
 
 impl Producer for Fragile {
     type Out = u64;
-    type Call = Order;
-    type Reply = ();
-    type Msg = Order;
 
-    async fn handle_demand(&mut self, _: usize, _: &mut Context<u64>) -> Vec<u64> {
+    async fn handle_demand(&mut self, _: usize, _: &mut Context<Self>) -> Vec<u64> {
         Vec::new()
     }
+}
 
-    async fn handle_call(&mut self, order: Order, reply: ReplyTo<()>, ctx: &mut Context<u64>) {
+impl Call<Order> for Fragile {
+    type Reply = ();
+
+    async fn handle_call(&mut self, order: Order, reply: ReplyTo<()>, ctx: &mut Context<Self>) {
         self.handle_cast(order, ctx).await;
         reply.send(());
     }
+}
 
-    async fn handle_cast(&mut self, order: Order, ctx: &mut Context<u64>) {
+impl Cast<Order> for Fragile {
+    async fn handle_cast(&mut self, order: Order, ctx: &mut Context<Self>) {
         match order {
             Order::Emit(events) => ctx.emit(events),
             Order::Panic => panic!("producer boom"),
@@ -330,31 +347,39 @@ async fn rule3_a_producer_outlives_consumers_that_cancel_stop_or_panic() {
 struct Refuse(DemandDispatcher<u64>);
 
 impl Dispatcher<u64> for Refuse {
+    fn contract(&self) -> Contract {
+        Contract::Any
+    }
     fn subscribe(
         &mut self,
         _: SubscriptionId,
         _: &SubscribeOptions,
-    ) -> Result<usize, SubscribeError> {
+        _: &mut Outbox<u64>,
+    ) -> Result<(), SubscribeError> {
         Err(SubscribeError::Rejected("full".into()))
     }
-    fn cancel(&mut self, id: SubscriptionId) -> usize {
-        self.0.cancel(id)
-    }
-    fn ask(&mut self, id: SubscriptionId, n: usize) -> usize {
-        self.0.ask(id, n)
-    }
-    fn demand(&self) -> usize {
-        self.0.demand()
-    }
-    fn dispatch(
+    fn cancel(
         &mut self,
-        events: Vec<u64>,
-        send: &mut dyn FnMut(SubscriptionId, Vec<u64>),
+        id: SubscriptionId,
+        returned: Vec<u64>,
+        out: &mut Outbox<u64>,
     ) -> Vec<u64> {
-        self.0.dispatch(events, send)
+        self.0.cancel(id, returned, out)
     }
-    fn demands(&self) -> Vec<(SubscriptionId, usize)> {
-        self.0.demands()
+    fn ask(&mut self, id: SubscriptionId, n: usize, out: &mut Outbox<u64>) {
+        self.0.ask(id, n, out)
+    }
+    fn capacity(&self) -> usize {
+        self.0.capacity()
+    }
+    fn dispatch(&mut self, events: Vec<u64>, out: &mut Outbox<u64>) -> Vec<u64> {
+        self.0.dispatch(events, out)
+    }
+    fn hold(&mut self, token: u64) -> bool {
+        self.0.hold(token)
+    }
+    fn state(&self) -> DispatcherState {
+        self.0.state()
     }
 }
 
@@ -385,10 +410,7 @@ async fn rule5_a_refused_subscription_runs_handle_cancel_but_never_stops_the_con
     assert!(
         matches!(
             &seen[0],
-            Entry::Cancelled(Cancel {
-                kind: CancelKind::Cancel,
-                reason: Reason::Rejected(_)
-            })
+            Entry::Cancelled(Cancel::Cancelled(Reason::Rejected(_)))
         ),
         "{seen:?}"
     );
@@ -431,17 +453,8 @@ async fn rule6_a_normal_shutdown_reaches_a_transient_consumer_which_survives_it(
     assert!(c.is_running());
     let log = c.call(Ask::Log).await.unwrap();
     assert!(
-        log.iter().any(|s| matches!(
-            s,
-            Seen::Cancelled(
-                _,
-                Cancel {
-                    kind: CancelKind::Down,
-                    reason: Reason::Shutdown
-                },
-                _
-            )
-        )),
+        log.iter()
+            .any(|s| matches!(s, Seen::Cancelled(_, Cancel::Down(Reason::Shutdown), _))),
         "{log:?}"
     );
 }
@@ -482,7 +495,7 @@ async fn rule6_a_producer_consumer_exits_only_once_its_queued_cancel_is_reached(
         "{log:?}"
     );
     assert!(
-        matches!(&log[1], Seen::Cancelled(_, Cancel { kind: CancelKind::Down, reason }, _) if *reason == boom()),
+        matches!(&log[1], Seen::Cancelled(_, Cancel::Down(reason), _) if *reason == boom()),
         "{log:?}"
     );
 }
@@ -599,7 +612,7 @@ async fn panic_in_a_producer_consumer_ends_it_and_its_consumers_follow_their_mod
     assert!(
         log.iter().any(|s| matches!(
             s,
-            Seen::Cancelled(_, Cancel { kind: CancelKind::Down, reason }, _) if *reason == panic
+            Seen::Cancelled(_, Cancel::Down(reason), _) if *reason == panic
         )),
         "{log:?}"
     );
@@ -611,7 +624,7 @@ async fn panic_in_a_producer_consumer_ends_it_and_its_consumers_follow_their_mod
     assert!(
         plog.iter().any(|s| matches!(
             s,
-            Seen::Cancelled(Peer::Consumer, Cancel { kind: CancelKind::Down, reason }, _) if *reason == panic
+            Seen::Cancelled(Peer::Consumer, Cancel::Down(reason), _) if *reason == panic
         )),
         "{plog:?}"
     );

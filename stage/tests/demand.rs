@@ -10,10 +10,13 @@ mod support;
 use std::sync::{Arc, Mutex};
 
 use stage::{
-    Consumer, ConsumerHandle, Context, Dispatcher, ProducerHandle, SubscribeError,
+    Consumer, Context, Contract, Dispatcher, DispatcherState, Outbox, SubscribeError,
     SubscribeOptions, SubscriptionId,
 };
-use support::{Ask, Msg, Sink, Source, batch_sizes, batches_of, demand_log, events};
+use support::{
+    Ask, ConsumerHandle, Msg, ProducerHandle, Sink, Source, batch_sizes, batches_of, demand_log,
+    events,
+};
 use tokio::sync::Semaphore;
 
 /// A silent producer and an automatic consumer subscribed to it with `opts`.
@@ -198,11 +201,8 @@ struct Gated {
 
 impl Consumer for Gated {
     type In = u64;
-    type Call = ();
-    type Reply = ();
-    type Msg = ();
 
-    async fn handle_events(&mut self, events: Vec<u64>, _: SubscriptionId, _: &mut Context) {
+    async fn handle_events(&mut self, events: Vec<u64>, _: SubscriptionId, _: &mut Context<Self>) {
         self.batches.lock().unwrap().push(events.len());
         self.gate.acquire().await.unwrap().forget();
     }
@@ -288,44 +288,49 @@ struct Greedy {
 }
 
 impl Dispatcher<u64> for Greedy {
+    fn contract(&self) -> Contract {
+        Contract::Any
+    }
+
     fn subscribe(
         &mut self,
         id: SubscriptionId,
         _: &SubscribeOptions,
-    ) -> Result<usize, SubscribeError> {
+        _: &mut Outbox<u64>,
+    ) -> Result<(), SubscribeError> {
         self.consumers.push(id);
-        Ok(0)
+        Ok(())
     }
 
-    fn cancel(&mut self, id: SubscriptionId) -> usize {
+    fn cancel(&mut self, id: SubscriptionId, returned: Vec<u64>, _: &mut Outbox<u64>) -> Vec<u64> {
         self.consumers.retain(|c| *c != id);
+        returned
+    }
+
+    fn ask(&mut self, _: SubscriptionId, n: usize, out: &mut Outbox<u64>) {
+        out.demand(n);
+    }
+
+    fn capacity(&self) -> usize {
         0
     }
 
-    fn ask(&mut self, _: SubscriptionId, n: usize) -> usize {
-        n
-    }
-
-    fn demand(&self) -> usize {
-        0
-    }
-
-    fn dispatch(
-        &mut self,
-        events: Vec<u64>,
-        send: &mut dyn FnMut(SubscriptionId, Vec<u64>),
-    ) -> Vec<u64> {
+    fn dispatch(&mut self, events: Vec<u64>, out: &mut Outbox<u64>) -> Vec<u64> {
         match self.consumers.first() {
             Some(&id) => {
-                send(id, events);
+                out.send(id, events);
                 Vec::new()
             }
             None => events,
         }
     }
 
-    fn demands(&self) -> Vec<(SubscriptionId, usize)> {
-        Vec::new()
+    fn hold(&mut self, _: u64) -> bool {
+        false
+    }
+
+    fn state(&self) -> DispatcherState {
+        DispatcherState::default()
     }
 }
 

@@ -10,12 +10,12 @@
 mod support;
 
 use stage::{
-    BroadcastDispatcher, Cancel, CancelKind, CancelMode, ConsumerHandle, DemandMode, Peer,
-    ProducerHandle, Reason, SubscribeError, SubscribeOptions, SubscriptionId,
+    BroadcastDispatcher, Cancel, CancelMode, DemandMode, Reason, StartError, SubscribeError,
+    SubscribeOptions, SubscriptionId,
 };
 use support::{
-    Ask, Msg, Seen, Sink, Source, ask_settled, batches, demand_log, demands, emit_settled, idle,
-    manual, range, received, settle, within,
+    Ask, ConsumerHandle, Msg, Peer, ProducerHandle, Seen, Sink, Source, ask_settled, batches,
+    demand_log, demands, emit_settled, idle, manual, range, received, settle, within,
 };
 
 fn broadcast(source: Source) -> ProducerHandle<Source> {
@@ -56,14 +56,7 @@ fn rejections(log: &[Seen<u64>]) -> usize {
         .filter(|s| {
             matches!(
                 s,
-                Seen::Cancelled(
-                    Peer::Producer,
-                    Cancel {
-                        kind: CancelKind::Cancel,
-                        reason: Reason::Rejected(_),
-                    },
-                    _,
-                )
+                Seen::Cancelled(Peer::Producer, Cancel::Cancelled(Reason::Rejected(_)), _,)
             )
         })
         .count()
@@ -358,22 +351,20 @@ async fn a_partition_option_is_refused_naming_the_option() {
     assert_eq!(received(&ok).await, vec![1]);
 }
 
+/// Issue 10 changed this: options the producer refuses at `start` used to come back as a
+/// `Rejected` cancel once the consumer ran; `start` now refuses them itself.
 #[tokio::test]
-async fn a_refused_subscription_at_start_leaves_the_consumer_running() {
+async fn a_refused_subscription_at_start_is_an_error_from_start() {
     let p = broadcast(Source::silent());
     let bad = SubscribeOptions::new()
         .cancel(CancelMode::Permanent)
         .selector(|_: &i32| true);
-    let c = stage::consumer(Sink::new())
-        .subscribe_to(&p, bad)
-        .start()
-        .unwrap();
-    settle().await;
-    p.counters().await.unwrap();
-    settle().await;
-    assert!(c.is_running(), "permanent, but a refusal stops nobody");
+    let started = stage::consumer(Sink::new()).subscribe_to(&p, bad).start();
+    match started {
+        Err(StartError::Refused(SubscribeError::Option(e))) => assert_eq!(e.option, "selector"),
+        other => panic!("expected a refused selector, got {other:?}"),
+    }
     assert!(p.is_running());
-    assert_eq!(rejections(&c.call(Ask::Log).await.unwrap()), 1);
     assert!(p.counters().await.unwrap().consumers.is_empty());
 }
 
@@ -396,7 +387,7 @@ async fn rule6_cancelling_the_slowest_consumer_releases_demand() {
     assert_eq!(demands(&log), vec![8], "a's 8 left are now requested");
     assert!(log.iter().any(|s| matches!(
         s,
-        Seen::Cancelled(Peer::Consumer, Cancel { kind: CancelKind::Cancel, .. }, id) if *id == b_id
+        Seen::Cancelled(Peer::Consumer, Cancel::Cancelled(_), id) if *id == b_id
     )));
     assert_eq!(received(&a).await, range(2..10));
     assert_eq!(received(&b).await, Vec::<u64>::new());

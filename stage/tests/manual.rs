@@ -8,10 +8,13 @@
 mod support;
 
 use stage::{
-    Cancel, CancelKind, CancelMode, Consumer, ConsumerHandle, Context, Peer, ProducerHandle,
-    Reason, ReplyTo, SubscribeOptions, SubscriptionId, SubscriptionMode,
+    Call, Cancel, CancelMode, Consumer, Context, Reason, ReplyTo, SubscribeOptions, SubscriptionId,
+    SubscriptionMode,
 };
-use support::{Ask, Msg, Seen, Sink, Source, batch_sizes, demands, events, flow};
+use support::{
+    Ask, ConsumerHandle, Msg, Peer, ProducerHandle, Seen, Sink, Source, batch_sizes, demands,
+    events, flow,
+};
 
 /// A manual consumer subscribed to `source` with `opts`.
 async fn manual_pair(
@@ -180,10 +183,7 @@ async fn manual_subscription_still_gets_handle_cancel_and_no_cleanup_asks() {
         clog,
         [Seen::Cancelled(
             Peer::Producer,
-            Cancel {
-                kind: CancelKind::Cancel,
-                reason: Reason::Normal
-            },
+            Cancel::Cancelled(Reason::Normal),
             id
         )]
     );
@@ -206,11 +206,8 @@ struct FirstManual {
 
 impl Consumer for FirstManual {
     type In = u64;
-    type Call = Ask;
-    type Reply = Vec<Seen<u64>>;
-    type Msg = ();
 
-    async fn handle_events(&mut self, events: Vec<u64>, id: SubscriptionId, _: &mut Context) {
+    async fn handle_events(&mut self, events: Vec<u64>, id: SubscriptionId, _: &mut Context<Self>) {
         self.log.push(Seen::Events(id, events));
     }
 
@@ -218,7 +215,7 @@ impl Consumer for FirstManual {
         &mut self,
         _: SubscriptionId,
         _: &SubscribeOptions,
-        _: &mut Context,
+        _: &mut Context<Self>,
     ) -> SubscriptionMode {
         self.subscribed += 1;
         if self.subscribed == 1 {
@@ -227,8 +224,12 @@ impl Consumer for FirstManual {
             SubscriptionMode::Automatic
         }
     }
+}
 
-    async fn handle_call(&mut self, _: Ask, reply: ReplyTo<Vec<Seen<u64>>>, _: &mut Context) {
+impl Call<Ask> for FirstManual {
+    type Reply = Vec<Seen<u64>>;
+
+    async fn handle_call(&mut self, _: Ask, reply: ReplyTo<Vec<Seen<u64>>>, _: &mut Context<Self>) {
         reply.send(std::mem::take(&mut self.log));
     }
 }

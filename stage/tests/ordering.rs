@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use futures::FutureExt;
 use stage::{
-    Context, DemandDispatcher, Dispatcher, Producer, ReplyTo, SubscribeError, SubscribeOptions,
-    SubscriptionId,
+    Call, Context, Contract, DemandDispatcher, Dispatcher, DispatcherState, Outbox, Producer,
+    ReplyTo, SubscribeError, SubscribeOptions, SubscriptionId,
 };
 use support::{Ask, Msg, Seen, Sink, Source, events, settle, within};
 use tokio::sync::oneshot;
@@ -149,35 +149,44 @@ impl Drop for Token {
 struct Journaled(DemandDispatcher<u64>, Journal);
 
 impl Dispatcher<u64> for Journaled {
+    fn contract(&self) -> Contract {
+        self.0.contract()
+    }
     fn subscribe(
         &mut self,
         id: SubscriptionId,
         opts: &SubscribeOptions,
-    ) -> Result<usize, SubscribeError> {
-        self.0.subscribe(id, opts)
+        out: &mut Outbox<u64>,
+    ) -> Result<(), SubscribeError> {
+        self.0.subscribe(id, opts, out)
     }
-    fn cancel(&mut self, id: SubscriptionId) -> usize {
-        self.0.cancel(id)
-    }
-    fn ask(&mut self, id: SubscriptionId, n: usize) -> usize {
-        self.0.ask(id, n)
-    }
-    fn demand(&self) -> usize {
-        self.0.demand()
-    }
-    fn dispatch(
+    fn cancel(
         &mut self,
-        events: Vec<u64>,
-        send: &mut dyn FnMut(SubscriptionId, Vec<u64>),
+        id: SubscriptionId,
+        returned: Vec<u64>,
+        out: &mut Outbox<u64>,
     ) -> Vec<u64> {
-        let journal = &self.1;
-        self.0.dispatch(events, &mut |id, batch| {
-            journal.lock().unwrap().push("dispatched");
-            send(id, batch);
-        })
+        self.0.cancel(id, returned, out)
     }
-    fn demands(&self) -> Vec<(SubscriptionId, usize)> {
-        self.0.demands()
+    fn ask(&mut self, id: SubscriptionId, n: usize, out: &mut Outbox<u64>) {
+        self.0.ask(id, n, out)
+    }
+    fn capacity(&self) -> usize {
+        self.0.capacity()
+    }
+    fn dispatch(&mut self, events: Vec<u64>, out: &mut Outbox<u64>) -> Vec<u64> {
+        let before = out.sends().len();
+        let left = self.0.dispatch(events, out);
+        for _ in before..out.sends().len() {
+            self.1.lock().unwrap().push("dispatched");
+        }
+        left
+    }
+    fn hold(&mut self, token: u64) -> bool {
+        self.0.hold(token)
+    }
+    fn state(&self) -> DispatcherState {
+        self.0.state()
     }
 }
 
@@ -193,15 +202,12 @@ struct Replier;
 
 impl Producer for Replier {
     type Out = u64;
-    type Call = Req;
+}
+
+impl Call<Req> for Replier {
     type Reply = Token;
-    type Msg = ();
 
-    async fn handle_demand(&mut self, _: usize, _: &mut Context<u64>) -> Vec<u64> {
-        Vec::new()
-    }
-
-    async fn handle_call(&mut self, req: Req, reply: ReplyTo<Token>, ctx: &mut Context<u64>) {
+    async fn handle_call(&mut self, req: Req, reply: ReplyTo<Token>, ctx: &mut Context<Self>) {
         match req {
             Req::Deferred(events, journal, gate) => {
                 ctx.emit(events);

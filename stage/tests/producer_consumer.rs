@@ -7,9 +7,9 @@
 
 mod support;
 
-use stage::{Cancel, CancelKind, CancelMode, Peer, Reason, SubscribeOptions};
+use stage::{Cancel, CancelMode, Reason, SubscribeOptions};
 use support::{
-    Ask, Msg, Seen, Sink, Source, Through, ask_settled, demands, events, manual_sink, settle,
+    Ask, Msg, Peer, Seen, Sink, Source, Through, ask_settled, demands, events, manual_sink, settle,
     within,
 };
 
@@ -184,14 +184,7 @@ async fn rule7_queued_cancels_and_infos_run_in_order_behind_events() {
     assert!(
         matches!(
             &log[2],
-            Seen::Cancelled(
-                Peer::Producer,
-                Cancel {
-                    kind: CancelKind::Down,
-                    reason: Reason::Shutdown
-                },
-                _
-            )
+            Seen::Cancelled(Peer::Producer, Cancel::Down(Reason::Shutdown), _)
         ),
         "{log:?}"
     );

@@ -11,10 +11,13 @@ use std::sync::{Arc, Mutex};
 
 use futures::FutureExt;
 use stage::{
-    Cancel, CancelMode, ConsumerHandle, Context, DemandDispatcher, Dispatcher, Producer,
-    ProducerHandle, ReplyTo, SubscribeError, SubscribeOptions, SubscriptionId,
+    Call, Cancel, CancelMode, Context, Contract, DemandDispatcher, Dispatcher, DispatcherState,
+    Outbox, Producer, ReplyTo, SubscribeError, SubscribeOptions, SubscriptionId,
 };
-use support::{Ask, Msg, Seen, Sink, Source, batch_sizes, demands, events, flow, manual_sink};
+use support::{
+    Ask, ConsumerHandle, Msg, ProducerHandle, Seen, Sink, Source, batch_sizes, demands, events,
+    flow, manual_sink,
+};
 
 /// A producer that logs demands and emits from every handler.
 #[derive(Debug, Default)]
@@ -46,11 +49,8 @@ async fn pause() {
 
 impl Producer for Talker {
     type Out = u64;
-    type Call = Req;
-    type Reply = Vec<usize>;
-    type Msg = ();
 
-    async fn handle_demand(&mut self, demand: usize, _: &mut Context<u64>) -> Vec<u64> {
+    async fn handle_demand(&mut self, demand: usize, _: &mut Context<Self>) -> Vec<u64> {
         self.demands.push(demand);
         let k = self.answer.unwrap_or(demand) as u64;
         let out = (self.next..self.next + k).collect();
@@ -62,16 +62,20 @@ impl Producer for Talker {
         &mut self,
         _: SubscriptionId,
         _: &SubscribeOptions,
-        ctx: &mut Context<u64>,
+        ctx: &mut Context<Self>,
     ) {
         ctx.emit(std::mem::take(&mut self.on_subscribe));
     }
 
-    async fn handle_cancel(&mut self, _: Cancel, _: SubscriptionId, ctx: &mut Context<u64>) {
+    async fn handle_cancel(&mut self, _: Cancel, _: SubscriptionId, ctx: &mut Context<Self>) {
         ctx.emit(std::mem::take(&mut self.on_cancel));
     }
+}
 
-    async fn handle_call(&mut self, req: Req, reply: ReplyTo<Vec<usize>>, ctx: &mut Context<u64>) {
+impl Call<Req> for Talker {
+    type Reply = Vec<usize>;
+
+    async fn handle_call(&mut self, req: Req, reply: ReplyTo<Vec<usize>>, ctx: &mut Context<Self>) {
         match req {
             Req::Demands => reply.send(std::mem::take(&mut self.demands)),
             Req::EmitThenReply(events) => {
@@ -403,40 +407,49 @@ struct Counting {
 }
 
 impl Dispatcher<u64> for Counting {
+    fn contract(&self) -> Contract {
+        self.inner.contract()
+    }
+
     fn subscribe(
         &mut self,
         id: SubscriptionId,
         opts: &SubscribeOptions,
-    ) -> Result<usize, SubscribeError> {
-        self.inner.subscribe(id, opts)
+        out: &mut Outbox<u64>,
+    ) -> Result<(), SubscribeError> {
+        self.inner.subscribe(id, opts, out)
     }
 
-    fn cancel(&mut self, id: SubscriptionId) -> usize {
-        self.inner.cancel(id)
-    }
-
-    fn ask(&mut self, id: SubscriptionId, n: usize) -> usize {
-        self.inner.ask(id, n)
-    }
-
-    fn demand(&self) -> usize {
-        self.inner.demand()
-    }
-
-    fn dispatch(
+    fn cancel(
         &mut self,
-        events: Vec<u64>,
-        send: &mut dyn FnMut(SubscriptionId, Vec<u64>),
+        id: SubscriptionId,
+        returned: Vec<u64>,
+        out: &mut Outbox<u64>,
     ) -> Vec<u64> {
-        let sent = &self.sent;
-        self.inner.dispatch(events, &mut |id, batch| {
-            sent.fetch_add(batch.len(), Ordering::SeqCst);
-            send(id, batch);
-        })
+        self.inner.cancel(id, returned, out)
     }
 
-    fn demands(&self) -> Vec<(SubscriptionId, usize)> {
-        self.inner.demands()
+    fn ask(&mut self, id: SubscriptionId, n: usize, out: &mut Outbox<u64>) {
+        self.inner.ask(id, n, out)
+    }
+
+    fn capacity(&self) -> usize {
+        self.inner.capacity()
+    }
+
+    fn dispatch(&mut self, events: Vec<u64>, out: &mut Outbox<u64>) -> Vec<u64> {
+        let offered = events.len();
+        let left = self.inner.dispatch(events, out);
+        self.sent.fetch_add(offered - left.len(), Ordering::SeqCst);
+        left
+    }
+
+    fn hold(&mut self, token: u64) -> bool {
+        self.inner.hold(token)
+    }
+
+    fn state(&self) -> DispatcherState {
+        self.inner.state()
     }
 }
 
@@ -461,16 +474,17 @@ struct Prober {
 
 impl Producer for Prober {
     type Out = u64;
-    type Call = bool;
-    type Reply = Probe;
-    type Msg = ();
 
-    async fn handle_demand(&mut self, _: usize, _: &mut Context<u64>) -> Vec<u64> {
+    async fn handle_demand(&mut self, _: usize, _: &mut Context<Self>) -> Vec<u64> {
         Vec::new()
     }
+}
+
+impl Call<bool> for Prober {
+    type Reply = Probe;
 
     /// `late`: reply with [`Context::reply`]; otherwise with [`ReplyTo::send`] first.
-    async fn handle_call(&mut self, late: bool, reply: ReplyTo<Probe>, ctx: &mut Context<u64>) {
+    async fn handle_call(&mut self, late: bool, reply: ReplyTo<Probe>, ctx: &mut Context<Self>) {
         let probe = Probe {
             sent: Arc::clone(&self.sent),
             seen: Arc::clone(&self.seen),

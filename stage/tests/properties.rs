@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use stage::{
-    BroadcastDispatcher, CancelMode, Consumer, Context, DemandDispatcher, DemandMode, Dispatcher,
-    PartitionDispatcher, Producer, ProducerConsumer, SubscribeError, SubscribeOptions,
-    SubscriptionId,
+    BroadcastDispatcher, CancelMode, Consumer, Context, Contract, DemandDispatcher, DemandMode,
+    Dispatcher, DispatcherState, Outbox, PartitionDispatcher, Producer, SubscribeError,
+    SubscribeOptions, SubscriptionId,
 };
 
 /// An event: (producer index, sequence number).
@@ -27,6 +27,8 @@ struct Checked<D = DemandDispatcher<Ev>> {
     inner: D,
     credit: HashMap<SubscriptionId, usize>,
     violations: Arc<AtomicUsize>,
+    /// Sends already charged in the outbox being filled.
+    charged: usize,
 }
 
 impl Checked {
@@ -41,7 +43,21 @@ impl<D> Checked<D> {
             inner,
             credit: HashMap::new(),
             violations,
+            charged: 0,
         }
+    }
+
+    /// Charges the sends the inner dispatcher added to `out` since the last charge.
+    fn charge_new(&mut self, out: &Outbox<Ev>) {
+        let sends = out.sends();
+        // The producer empties the outbox between calls.
+        if self.charged > sends.len() {
+            self.charged = 0;
+        }
+        for (id, batch) in &sends[self.charged..] {
+            charge(&mut self.credit, &self.violations, *id, batch);
+        }
+        self.charged = sends.len();
     }
 }
 
@@ -59,63 +75,44 @@ fn charge(
 }
 
 impl<D: Dispatcher<Ev>> Dispatcher<Ev> for Checked<D> {
+    fn contract(&self) -> Contract {
+        self.inner.contract()
+    }
     fn subscribe(
         &mut self,
         id: SubscriptionId,
         opts: &SubscribeOptions,
-    ) -> Result<usize, SubscribeError> {
+        out: &mut Outbox<Ev>,
+    ) -> Result<(), SubscribeError> {
         self.credit.insert(id, 0);
-        self.inner.subscribe(id, opts)
+        let subscribed = self.inner.subscribe(id, opts, out);
+        self.charge_new(out);
+        subscribed
     }
-    fn cancel(&mut self, id: SubscriptionId) -> usize {
+    fn cancel(&mut self, id: SubscriptionId, returned: Vec<Ev>, out: &mut Outbox<Ev>) -> Vec<Ev> {
         self.credit.remove(&id);
-        self.inner.cancel(id)
+        let requeue = self.inner.cancel(id, returned, out);
+        self.charge_new(out);
+        requeue
     }
-    fn ask(&mut self, id: SubscriptionId, n: usize) -> usize {
+    fn ask(&mut self, id: SubscriptionId, n: usize, out: &mut Outbox<Ev>) {
         *self.credit.entry(id).or_default() += n;
-        self.inner.ask(id, n)
+        self.inner.ask(id, n, out);
+        self.charge_new(out);
     }
-    fn demand(&self) -> usize {
-        self.inner.demand()
+    fn capacity(&self) -> usize {
+        self.inner.capacity()
     }
-    fn dispatch(
-        &mut self,
-        events: Vec<Ev>,
-        send: &mut dyn FnMut(SubscriptionId, Vec<Ev>),
-    ) -> Vec<Ev> {
-        let (credit, violations) = (&mut self.credit, &self.violations);
-        self.inner.dispatch(events, &mut |id, batch| {
-            charge(credit, violations, id, &batch);
-            send(id, batch)
-        })
-    }
-    fn demands(&self) -> Vec<(SubscriptionId, usize)> {
-        self.inner.demands()
-    }
-    fn flush(&mut self, send: &mut dyn FnMut(SubscriptionId, Vec<Ev>)) {
-        let (credit, violations) = (&mut self.credit, &self.violations);
-        self.inner.flush(&mut |id, batch| {
-            charge(credit, violations, id, &batch);
-            send(id, batch)
-        })
-    }
-    fn take_demand(&mut self) -> usize {
-        self.inner.take_demand()
-    }
-    fn queued(&self) -> usize {
-        self.inner.queued()
-    }
-    fn dropped(&self) -> u64 {
-        self.inner.dropped()
+    fn dispatch(&mut self, events: Vec<Ev>, out: &mut Outbox<Ev>) -> Vec<Ev> {
+        let left = self.inner.dispatch(events, out);
+        self.charge_new(out);
+        left
     }
     fn hold(&mut self, token: u64) -> bool {
         self.inner.hold(token)
     }
-    fn released(&mut self) -> Vec<u64> {
-        self.inner.released()
-    }
-    fn buffered_were_requested(&self) -> bool {
-        self.inner.buffered_were_requested()
+    fn state(&self) -> DispatcherState {
+        self.inner.state()
     }
 }
 
@@ -129,11 +126,8 @@ struct Burst {
 
 impl Producer for Burst {
     type Out = Ev;
-    type Call = ();
-    type Reply = ();
-    type Msg = ();
 
-    async fn handle_demand(&mut self, demand: usize, ctx: &mut Context<Ev>) -> Vec<Ev> {
+    async fn handle_demand(&mut self, demand: usize, ctx: &mut Context<Self>) -> Vec<Ev> {
         let end = (self.next + demand as u64 + self.extra).min(self.total);
         let out = (self.next..end).map(|i| (self.index, i)).collect();
         self.next = end;
@@ -147,20 +141,15 @@ impl Producer for Burst {
 /// Passes events on.
 struct Forward;
 
-impl ProducerConsumer for Forward {
-    type In = Ev;
+impl Producer for Forward {
     type Out = Ev;
-    type Call = ();
-    type Reply = ();
-    type Msg = ();
+}
 
-    async fn handle_events(
-        &mut self,
-        events: Vec<Ev>,
-        _: SubscriptionId,
-        _: &mut Context<Ev>,
-    ) -> Vec<Ev> {
-        events
+impl Consumer for Forward {
+    type In = Ev;
+
+    async fn handle_events(&mut self, events: Vec<Ev>, _: SubscriptionId, ctx: &mut Context<Self>) {
+        ctx.emit(events);
     }
 }
 
@@ -174,11 +163,8 @@ struct Record {
 
 impl Consumer for Record {
     type In = Ev;
-    type Call = ();
-    type Reply = ();
-    type Msg = ();
 
-    async fn handle_events(&mut self, events: Vec<Ev>, _: SubscriptionId, _: &mut Context) {
+    async fn handle_events(&mut self, events: Vec<Ev>, _: SubscriptionId, _: &mut Context<Self>) {
         if events.len() > self.batch_limit {
             self.oversized.fetch_add(1, Ordering::Relaxed);
         }

@@ -10,11 +10,9 @@
 mod support;
 
 use futures::StreamExt;
-use stage::{
-    Cancel, CancelKind, CancelMode, Context, Peer, Producer, Reason, StartError, SubscribeOptions,
-};
+use stage::{Cancel, CancelMode, Cast, Context, Producer, Reason, StartError, SubscribeOptions};
 use support::{
-    Ask, Msg, Seen, Sink, Source, batch_sizes, events, manual_sink_with, settle, within,
+    Ask, Msg, Peer, Seen, Sink, Source, batch_sizes, events, manual_sink_with, settle, within,
 };
 
 /// Drains a stream, returning its items and why it ended.
@@ -80,15 +78,14 @@ struct Finisher;
 
 impl Producer for Finisher {
     type Out = u64;
-    type Call = ();
-    type Reply = ();
-    type Msg = ();
 
-    async fn handle_demand(&mut self, _: usize, _: &mut Context<u64>) -> Vec<u64> {
+    async fn handle_demand(&mut self, _: usize, _: &mut Context<Self>) -> Vec<u64> {
         Vec::new()
     }
+}
 
-    async fn handle_cast(&mut self, _: (), ctx: &mut Context<u64>) {
+impl Cast<()> for Finisher {
+    async fn handle_cast(&mut self, _: (), ctx: &mut Context<Self>) {
         ctx.emit(vec![1, 2, 3]);
         ctx.finish();
     }
@@ -113,7 +110,9 @@ async fn a_finished_producer_stops_only_once_its_buffer_is_flushed() {
 
 #[tokio::test(start_paused = true)]
 async fn from_stream_emits_in_order_and_never_more_than_asked() {
-    let p = stage::from_stream(futures::stream::iter(1..=20u64)).unwrap();
+    let p = stage::from_stream(futures::stream::iter(1..=20u64))
+        .start()
+        .unwrap();
     let (c, id) = manual_sink_with(&p, SubscribeOptions::new().cancel(CancelMode::Transient)).await;
     c.ask(id, 5).unwrap();
     settle().await;
@@ -142,7 +141,7 @@ async fn from_stream_forwards_items_as_they_come_and_stops_when_the_stream_ends(
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
     let items =
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
-    let p = stage::from_stream(items).unwrap();
+    let p = stage::from_stream(items).start().unwrap();
     let c = stage::consumer(Sink::new())
         .subscribe_to(&p, SubscribeOptions::new().cancel(CancelMode::Transient))
         .start()
@@ -252,7 +251,7 @@ async fn stream_exit_reason_is_none_while_running_and_the_reason_once_ended() {
 
 /// Takes three events from a stream over a counting producer, drops the stream, and returns
 /// the cancels the producer saw.
-async fn take_three_and_drop() -> (stage::ProducerHandle<Source>, Vec<Cancel>) {
+async fn take_three_and_drop() -> (support::ProducerHandle<Source>, Vec<Cancel>) {
     let p = stage::producer(Source::counter(0)).start().unwrap();
     let s = stage::stream([(&p, SubscribeOptions::new().max_demand(10))]).unwrap();
     let first: Vec<u64> = within(s.take(3).collect()).await;
@@ -275,7 +274,7 @@ async fn take_three_and_drop() -> (stage::ProducerHandle<Source>, Vec<Cancel>) {
 async fn stream_dropped_early_ends_its_subscriptions_normally_and_the_producer_keeps_running() {
     let (p, cancels) = take_three_and_drop().await;
     assert_eq!(cancels.len(), 1, "{cancels:?}");
-    assert_eq!(cancels[0].reason, Reason::Normal);
+    assert_eq!(*cancels[0].reason(), Reason::Normal);
     assert!(
         p.is_running(),
         "a producer never exits because a consumer left"
@@ -288,10 +287,7 @@ async fn stream_dropped_early_cancels_its_subscriptions_so_the_producer_sees_a_c
     let (_p, cancels) = take_three_and_drop().await;
     assert_eq!(
         cancels,
-        vec![Cancel {
-            kind: CancelKind::Cancel,
-            reason: Reason::Normal
-        }],
+        vec![Cancel::Cancelled(Reason::Normal)],
         "GenStage.stream's early stop calls GenStage.cancel(sub, :normal): {{:cancel, :normal}}"
     );
 }

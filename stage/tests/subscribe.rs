@@ -14,13 +14,13 @@ mod support;
 use std::sync::{Arc, Mutex};
 
 use stage::{
-    Cancel, CancelKind, CancelMode, Consumer, Context, Dispatcher, OptionError, Peer, Reason,
-    StartError, SubscribeError, SubscribeOptions, SubscriptionId, SubscriptionMode,
+    Cancel, CancelMode, Consumer, Context, Contract, Dispatcher, DispatcherState, OptionError,
+    Outbox, Reason, StartError, SubscribeError, SubscribeOptions, SubscriptionId, SubscriptionMode,
 };
-use support::{Ask, Msg, Seen, Sink, Source, Through, batches_of, demands, events};
+use support::{Ask, Msg, Peer, Seen, Sink, Source, Through, batches_of, demands, events};
 
 /// A producer that has already exited.
-async fn stopped_producer() -> stage::ProducerHandle<Source> {
+async fn stopped_producer() -> support::ProducerHandle<Source> {
     let p = stage::producer(Source::silent()).start().unwrap();
     p.stop(Reason::Normal).unwrap();
     assert_eq!(p.join().await, Reason::Normal);
@@ -28,8 +28,18 @@ async fn stopped_producer() -> stage::ProducerHandle<Source> {
     p
 }
 
+/// Which way a subscription ended, for building expected cancels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CancelKind {
+    Cancel,
+    Down,
+}
+
 fn cancelled(kind: CancelKind, reason: Reason) -> Cancel {
-    Cancel { kind, reason }
+    match kind {
+        CancelKind::Cancel => Cancel::Cancelled(reason),
+        CancelKind::Down => Cancel::Down(reason),
+    }
 }
 
 // ----- rule 1: the consumer side of subscribe -----
@@ -41,17 +51,14 @@ struct Witness {
 
 impl Consumer for Witness {
     type In = u64;
-    type Call = ();
-    type Reply = ();
-    type Msg = ();
 
-    async fn handle_events(&mut self, _: Vec<u64>, _: SubscriptionId, _: &mut Context) {}
+    async fn handle_events(&mut self, _: Vec<u64>, _: SubscriptionId, _: &mut Context<Self>) {}
 
     async fn handle_subscribe(
         &mut self,
         id: SubscriptionId,
         _: &SubscribeOptions,
-        _: &mut Context,
+        _: &mut Context<Self>,
     ) -> SubscriptionMode {
         self.seen.lock().unwrap().push(id);
         SubscriptionMode::Automatic
@@ -372,36 +379,39 @@ async fn buffer_size_zero_is_accepted_and_means_no_buffer() {
 struct Refuse;
 
 impl Dispatcher<u64> for Refuse {
+    fn contract(&self) -> Contract {
+        Contract::Any
+    }
+
     fn subscribe(
         &mut self,
         _: SubscriptionId,
         _: &SubscribeOptions,
-    ) -> Result<usize, SubscribeError> {
+        _: &mut Outbox<u64>,
+    ) -> Result<(), SubscribeError> {
         Err(SubscribeError::Rejected("no consumers wanted".into()))
     }
 
-    fn cancel(&mut self, _: SubscriptionId) -> usize {
+    fn cancel(&mut self, _: SubscriptionId, returned: Vec<u64>, _: &mut Outbox<u64>) -> Vec<u64> {
+        returned
+    }
+
+    fn ask(&mut self, _: SubscriptionId, _: usize, _: &mut Outbox<u64>) {}
+
+    fn capacity(&self) -> usize {
         0
     }
 
-    fn ask(&mut self, _: SubscriptionId, _: usize) -> usize {
-        0
-    }
-
-    fn demand(&self) -> usize {
-        0
-    }
-
-    fn dispatch(
-        &mut self,
-        events: Vec<u64>,
-        _: &mut dyn FnMut(SubscriptionId, Vec<u64>),
-    ) -> Vec<u64> {
+    fn dispatch(&mut self, events: Vec<u64>, _: &mut Outbox<u64>) -> Vec<u64> {
         events
     }
 
-    fn demands(&self) -> Vec<(SubscriptionId, usize)> {
-        Vec::new()
+    fn hold(&mut self, _: u64) -> bool {
+        false
+    }
+
+    fn state(&self) -> DispatcherState {
+        DispatcherState::default()
     }
 }
 
@@ -428,8 +438,8 @@ async fn dispatcher_refusal_is_a_producer_cancel_that_never_stops_the_consumer()
         panic!("expected subscribe then cancel, got {clog:?}");
     };
     assert_eq!(id, cid);
-    assert_eq!(cancel.kind, CancelKind::Cancel);
-    assert!(matches!(cancel.reason, Reason::Rejected(_)), "{cancel:?}");
+    assert!(!cancel.is_down(), "a cancel, not a down: {cancel:?}");
+    assert!(matches!(cancel.reason(), Reason::Rejected(_)), "{cancel:?}");
     support::settle().await;
     assert!(
         c.is_running(),

@@ -17,11 +17,11 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use stage::{
-    CancelMode, ChildState, ConsumerSupervisor, Dispatcher, ProducerHandle, Reason, Restart,
-    StartChildError, StartError, SubscribeError, SubscribeOptions, SubscriptionId,
+    CancelMode, ChildState, ConsumerSupervisor, Contract, Dispatcher, DispatcherState, Outbox,
+    Reason, Restart, StartChildError, StartError, SubscribeError, SubscribeOptions, SubscriptionId,
     SupervisorHandle, TerminateChildError,
 };
-use support::{Ask, Msg, Source, demands};
+use support::{Ask, Msg, ProducerHandle, Source, demands};
 use tokio::time::{Instant, sleep, timeout};
 
 // ----- fixtures -----
@@ -347,35 +347,42 @@ async fn children_that_fail_to_start_free_their_slot_at_once() {
 struct Flood(Vec<SubscriptionId>);
 
 impl<T: Send + 'static> Dispatcher<T> for Flood {
+    fn contract(&self) -> Contract {
+        Contract::Any
+    }
     fn subscribe(
         &mut self,
         id: SubscriptionId,
         _: &SubscribeOptions,
-    ) -> Result<usize, SubscribeError> {
+        _: &mut Outbox<T>,
+    ) -> Result<(), SubscribeError> {
         self.0.push(id);
-        Ok(0)
+        Ok(())
     }
-    fn cancel(&mut self, id: SubscriptionId) -> usize {
+    fn cancel(&mut self, id: SubscriptionId, returned: Vec<T>, _: &mut Outbox<T>) -> Vec<T> {
         self.0.retain(|s| *s != id);
-        0
+        returned
     }
-    fn ask(&mut self, _: SubscriptionId, n: usize) -> usize {
-        n
+    fn ask(&mut self, _: SubscriptionId, n: usize, out: &mut Outbox<T>) {
+        out.demand(n);
     }
-    fn demand(&self) -> usize {
+    fn capacity(&self) -> usize {
         usize::from(!self.0.is_empty()) * usize::MAX
     }
-    fn dispatch(&mut self, events: Vec<T>, send: &mut dyn FnMut(SubscriptionId, Vec<T>)) -> Vec<T> {
+    fn dispatch(&mut self, events: Vec<T>, out: &mut Outbox<T>) -> Vec<T> {
         match self.0.first() {
             Some(id) => {
-                send(*id, events);
+                out.send(*id, events);
                 Vec::new()
             }
             None => events,
         }
     }
-    fn demands(&self) -> Vec<(SubscriptionId, usize)> {
-        Vec::new()
+    fn hold(&mut self, _: u64) -> bool {
+        false
+    }
+    fn state(&self) -> DispatcherState {
+        DispatcherState::default()
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::{Dispatcher, refuse_foreign_options};
+use super::{Contract, Dispatcher, DispatcherState, Outbox};
 use crate::error::SubscribeError;
 use crate::options::{Selector, SubscribeOptions, SubscriptionId};
 
@@ -23,19 +23,21 @@ use crate::options::{Selector, SubscribeOptions, SubscriptionId};
 /// # Examples
 ///
 /// ```
-/// use stage::{BroadcastDispatcher, Dispatcher, SubscribeOptions, SubscriptionId};
+/// use stage::{BroadcastDispatcher, Dispatcher, Outbox, SubscribeOptions, SubscriptionId};
 ///
 /// let (a, b) = (SubscriptionId::from_raw(1), SubscriptionId::from_raw(2));
 /// let mut d = BroadcastDispatcher::<u32>::new();
-/// d.subscribe(a, &SubscribeOptions::new()).unwrap();
-/// d.subscribe(b, &SubscribeOptions::new().selector(|e: &u32| e % 2 == 0)).unwrap();
-/// assert_eq!(d.ask(a, 4), 0); // b has not asked yet
-/// assert_eq!(d.ask(b, 3), 3); // now both can take 3
-/// let mut sent = vec![];
-/// let left = d.dispatch(vec![1, 2, 3, 4], &mut |id, evs| sent.push((id, evs)));
-/// assert_eq!(sent, vec![(a, vec![1, 2, 3]), (b, vec![2])]);
+/// let mut out = Outbox::new();
+/// d.subscribe(a, &SubscribeOptions::new(), &mut out).unwrap();
+/// d.subscribe(b, &SubscribeOptions::new().selector(|e: &u32| e % 2 == 0), &mut out).unwrap();
+/// d.ask(a, 4, &mut out);
+/// assert_eq!(out.take_demand(), 0); // b has not asked yet
+/// d.ask(b, 3, &mut out);
+/// assert_eq!(out.take_demand(), 3); // now both can take 3
+/// let left = d.dispatch(vec![1, 2, 3, 4], &mut out);
+/// assert_eq!(out.take_sends(), vec![(a, vec![1, 2, 3]), (b, vec![2])]);
 /// assert_eq!(left, vec![4]);
-/// assert_eq!(d.take_demand(), 1); // b's selector gave back 2 credits, a has 1 left
+/// assert_eq!(out.take_demand(), 1); // b's selector gave back 2 credits, a has 1 left
 /// ```
 pub struct BroadcastDispatcher<T> {
     consumers: Vec<Subscriber<T>>,
@@ -43,8 +45,8 @@ pub struct BroadcastDispatcher<T> {
     waiting: usize,
     /// Upstream demand asked for and not yet dispatched.
     requested: usize,
-    /// Upstream demand from selectors' returned credit, not yet taken.
-    owed: usize,
+    /// Copies discarded because their consumer left before handling them.
+    dropped: u64,
 }
 
 struct Subscriber<T> {
@@ -77,7 +79,7 @@ impl<T> Default for BroadcastDispatcher<T> {
             consumers: Vec::new(),
             waiting: 0,
             requested: 0,
-            owed: 0,
+            dropped: 0,
         }
     }
 }
@@ -96,7 +98,7 @@ impl<T> BroadcastDispatcher<T> {
         for s in &mut self.consumers {
             s.counter -= min;
         }
-        self.waiting += min;
+        self.waiting = self.waiting.saturating_add(min);
         let demand = self.waiting.saturating_sub(self.requested);
         self.requested += demand;
         demand
@@ -104,16 +106,23 @@ impl<T> BroadcastDispatcher<T> {
 }
 
 impl<T: Clone + Send + 'static> Dispatcher<T> for BroadcastDispatcher<T> {
+    fn contract(&self) -> Contract {
+        Contract::Selectors {
+            dispatcher: "BroadcastDispatcher",
+        }
+    }
+
     fn subscribe(
         &mut self,
         id: SubscriptionId,
         opts: &SubscribeOptions,
-    ) -> Result<usize, SubscribeError> {
-        refuse_foreign_options(opts, "BroadcastDispatcher", false, true)?;
+        _: &mut Outbox<T>,
+    ) -> Result<(), SubscribeError> {
+        Dispatcher::<T>::contract(self).check::<T>(opts)?;
         let selector = opts.selector_for::<T>()?;
         // What everyone could take is given back: the newcomer has asked for nothing yet.
         for s in &mut self.consumers {
-            s.counter += self.waiting;
+            s.counter = s.counter.saturating_add(self.waiting);
         }
         self.waiting = 0;
         self.consumers.push(Subscriber {
@@ -121,42 +130,48 @@ impl<T: Clone + Send + 'static> Dispatcher<T> for BroadcastDispatcher<T> {
             counter: 0,
             selector,
         });
-        Ok(0)
+        Ok(())
     }
 
-    fn cancel(&mut self, id: SubscriptionId) -> usize {
+    fn ask(&mut self, id: SubscriptionId, n: usize, out: &mut Outbox<T>) {
+        let Some(s) = self.consumers.iter_mut().find(|s| s.id == id) else {
+            return;
+        };
+        s.counter = s.counter.saturating_add(n);
+        out.demand(self.sync());
+    }
+
+    /// The copies a leaving consumer never handled are discarded (every other consumer has
+    /// its own) and counted as dropped.
+    fn cancel(&mut self, id: SubscriptionId, returned: Vec<T>, out: &mut Outbox<T>) -> Vec<T> {
+        self.dropped += returned.len() as u64;
+        let before = self.consumers.len();
         self.consumers.retain(|s| s.id != id);
+        if self.consumers.len() == before {
+            return Vec::new();
+        }
         if self.consumers.is_empty() {
             self.waiting = 0;
-            return 0;
+        } else {
+            out.demand(self.sync());
         }
-        self.sync()
+        Vec::new()
     }
 
-    fn ask(&mut self, id: SubscriptionId, n: usize) -> usize {
-        let Some(s) = self.consumers.iter_mut().find(|s| s.id == id) else {
-            return 0;
-        };
-        s.counter += n;
-        self.sync()
-    }
-
-    fn demand(&self) -> usize {
-        self.waiting
-    }
-
-    fn dispatch(
-        &mut self,
-        mut events: Vec<T>,
-        send: &mut dyn FnMut(SubscriptionId, Vec<T>),
-    ) -> Vec<T> {
+    fn dispatch(&mut self, mut events: Vec<T>, out: &mut Outbox<T>) -> Vec<T> {
         let n = self.waiting.min(events.len());
         if n == 0 {
+            // Produced but not broadcast: no longer awaited from the producer.
+            self.requested = self.requested.saturating_sub(events.len());
             return events;
         }
         let left = events.split_off(n);
         self.waiting -= n;
-        self.requested = self.requested.saturating_sub(n);
+        // Both the events sent and the leftovers, which wait in the producer's buffer, have
+        // been produced: neither is still awaited. (Draining that buffer later subtracts them
+        // again, which is right then: the producer is asked only for what the buffer does not
+        // cover.)
+        self.requested = self.requested.saturating_sub(n + left.len());
         let mut gave_back = false;
         let last = self.consumers.len() - 1;
         let mut events = Some(events);
@@ -171,34 +186,35 @@ impl<T: Clone + Send + 'static> Dispatcher<T> for BroadcastDispatcher<T> {
             };
             let filtered = n - batch.len();
             if filtered > 0 {
-                s.counter += filtered;
+                s.counter = s.counter.saturating_add(filtered);
                 gave_back = true;
             }
-            if !batch.is_empty() {
-                send(s.id, batch);
-            }
+            out.send(s.id, batch);
         }
         if gave_back {
-            self.owed += self.sync();
+            out.demand(self.sync());
         }
         left
     }
 
-    fn demands(&self) -> Vec<(SubscriptionId, usize)> {
-        self.consumers
-            .iter()
-            .map(|s| (s.id, s.counter + self.waiting))
-            .collect()
+    fn capacity(&self) -> usize {
+        self.waiting
     }
 
-    fn take_demand(&mut self) -> usize {
-        std::mem::take(&mut self.owed)
+    fn hold(&mut self, _: u64) -> bool {
+        false
     }
 
-    /// Buffered events were produced for `requested` demand: the demand this dispatcher
-    /// returns never counts them twice.
-    fn buffered_were_requested(&self) -> bool {
-        true
+    fn state(&self) -> DispatcherState {
+        DispatcherState {
+            consumers: self
+                .consumers
+                .iter()
+                .map(|s| (s.id, s.counter.saturating_add(self.waiting)))
+                .collect(),
+            dropped: self.dropped,
+            ..DispatcherState::default()
+        }
     }
 }
 
@@ -214,13 +230,30 @@ mod tests {
         d: &mut BroadcastDispatcher<T>,
         events: Vec<T>,
     ) -> (Vec<(SubscriptionId, Vec<T>)>, Vec<T>) {
-        let mut sent = vec![];
-        let left = d.dispatch(events, &mut |id, evs| sent.push((id, evs)));
-        (sent, left)
+        let mut out = Outbox::new();
+        let left = d.dispatch(events, &mut out);
+        (out.take_sends(), left)
+    }
+
+    fn ask<T: Clone + Send + 'static>(d: &mut BroadcastDispatcher<T>, n: u64, k: usize) -> usize {
+        let mut out = Outbox::new();
+        d.ask(id(n), k, &mut out);
+        out.take_demand()
+    }
+
+    fn cancel<T: Clone + Send + 'static>(d: &mut BroadcastDispatcher<T>, n: u64) -> usize {
+        let mut out = Outbox::new();
+        assert!(d.cancel(id(n), Vec::new(), &mut out).is_empty());
+        out.take_demand()
     }
 
     fn subscribe<T: Clone + Send + 'static>(d: &mut BroadcastDispatcher<T>, n: u64) {
-        assert_eq!(d.subscribe(id(n), &SubscribeOptions::new()), Ok(0));
+        let mut out = Outbox::new();
+        assert_eq!(
+            d.subscribe(id(n), &SubscribeOptions::new(), &mut out),
+            Ok(())
+        );
+        assert!(out.is_empty());
     }
 
     #[test]
@@ -228,21 +261,21 @@ mod tests {
         let mut d = BroadcastDispatcher::<u32>::new();
         subscribe(&mut d, 1);
         subscribe(&mut d, 2);
-        assert_eq!(d.ask(id(1), 10), 0);
-        assert_eq!(d.ask(id(2), 4), 4);
-        assert_eq!(d.ask(id(2), 4), 4);
-        assert_eq!(d.ask(id(2), 4), 2, "consumer 1 only asked for 10");
-        assert_eq!(d.demand(), 10);
+        assert_eq!(ask(&mut d, 1, 10), 0);
+        assert_eq!(ask(&mut d, 2, 4), 4);
+        assert_eq!(ask(&mut d, 2, 4), 4);
+        assert_eq!(ask(&mut d, 2, 4), 2, "consumer 1 only asked for 10");
+        assert_eq!(d.capacity(), 10);
     }
 
     #[test]
     fn no_duplicate_upstream_demand() {
         let mut d = BroadcastDispatcher::<u32>::new();
         subscribe(&mut d, 1);
-        assert_eq!(d.ask(id(1), 5), 5);
+        assert_eq!(ask(&mut d, 1, 5), 5);
         subscribe(&mut d, 2);
-        assert_eq!(d.ask(id(2), 5), 0, "5 were already requested");
-        assert_eq!(d.demand(), 5);
+        assert_eq!(ask(&mut d, 2, 5), 0, "5 were already requested");
+        assert_eq!(d.capacity(), 5);
     }
 
     #[test]
@@ -250,15 +283,15 @@ mod tests {
         let mut d = BroadcastDispatcher::new();
         subscribe(&mut d, 1);
         subscribe(&mut d, 2);
-        d.ask(id(1), 3);
-        d.ask(id(2), 3);
+        ask(&mut d, 1, 3);
+        ask(&mut d, 2, 3);
         let (sent, left) = dispatch(&mut d, vec!['a', 'b', 'c', 'd']);
         assert_eq!(
             sent,
             vec![(id(1), vec!['a', 'b', 'c']), (id(2), vec!['a', 'b', 'c'])]
         );
         assert_eq!(left, vec!['d']);
-        assert_eq!(d.demand(), 0);
+        assert_eq!(d.capacity(), 0);
     }
 
     #[test]
@@ -274,46 +307,52 @@ mod tests {
     fn a_new_subscriber_blocks_broadcast_until_it_asks() {
         let mut d = BroadcastDispatcher::<u32>::new();
         subscribe(&mut d, 1);
-        assert_eq!(d.ask(id(1), 5), 5);
+        assert_eq!(ask(&mut d, 1, 5), 5);
         subscribe(&mut d, 2);
-        assert_eq!(d.demand(), 0);
-        assert_eq!(d.ask(id(2), 2), 0);
-        assert_eq!(d.demand(), 2);
+        assert_eq!(d.capacity(), 0);
+        assert_eq!(ask(&mut d, 2, 2), 0);
+        assert_eq!(d.capacity(), 2);
     }
 
     #[test]
     fn selectors_filter_and_give_credit_back_spec_example() {
         let mut d = BroadcastDispatcher::new();
+        let mut out = Outbox::new();
         let pre = SubscribeOptions::new().selector(|e: &&str| e.starts_with("pre"));
         let pref = SubscribeOptions::new().selector(|e: &&str| e.starts_with("pref"));
-        d.subscribe(id(1), &pre).unwrap();
-        d.subscribe(id(2), &pref).unwrap();
-        d.ask(id(1), 4);
-        d.ask(id(2), 4);
-        let (sent, _) = dispatch(&mut d, vec!["pref-1234", "pref-5678", "pre0000", "foo0000"]);
+        d.subscribe(id(1), &pre, &mut out).unwrap();
+        d.subscribe(id(2), &pref, &mut out).unwrap();
+        d.ask(id(1), 4, &mut out);
+        d.ask(id(2), 4, &mut out);
+        assert_eq!(out.take_demand(), 4);
+        let left = d.dispatch(
+            vec!["pref-1234", "pref-5678", "pre0000", "foo0000"],
+            &mut out,
+        );
+        assert!(left.is_empty());
         assert_eq!(
-            sent,
+            out.take_sends(),
             vec![
                 (id(1), vec!["pref-1234", "pref-5678", "pre0000"]),
                 (id(2), vec!["pref-1234", "pref-5678"])
             ]
         );
         // Consumer 1 got 1 back, consumer 2 got 2 back: both can take 1 more now.
-        assert_eq!(d.take_demand(), 1);
-        assert_eq!(d.take_demand(), 0, "taken once");
+        assert_eq!(out.take_demand(), 1);
     }
 
     #[test]
     fn a_selector_over_another_type_is_refused_naming_the_option() {
         let mut d = BroadcastDispatcher::<u32>::new();
+        let mut out = Outbox::new();
         let opts = SubscribeOptions::new().selector(|_: &String| true);
-        match d.subscribe(id(1), &opts) {
+        match d.subscribe(id(1), &opts, &mut out) {
             Err(SubscribeError::Option(e)) => assert_eq!(e.option, "selector"),
             other => panic!("expected a selector error, got {other:?}"),
         }
         let opts = SubscribeOptions::new().partition(0);
         assert!(
-            matches!(d.subscribe(id(1), &opts), Err(SubscribeError::Option(e)) if e.option == "partition")
+            matches!(d.subscribe(id(1), &opts, &mut out), Err(SubscribeError::Option(e)) if e.option == "partition")
         );
     }
 
@@ -322,19 +361,47 @@ mod tests {
         let mut d = BroadcastDispatcher::<u32>::new();
         subscribe(&mut d, 1);
         subscribe(&mut d, 2);
-        d.ask(id(1), 10);
-        d.ask(id(2), 2);
-        assert_eq!(d.cancel(id(2)), 8);
-        assert_eq!(d.demand(), 10);
+        ask(&mut d, 1, 10);
+        ask(&mut d, 2, 2);
+        assert_eq!(cancel(&mut d, 2), 8);
+        assert_eq!(d.capacity(), 10);
     }
 
     #[test]
     fn cancelling_the_last_resets_but_keeps_requested() {
         let mut d = BroadcastDispatcher::<u32>::new();
         subscribe(&mut d, 1);
-        assert_eq!(d.ask(id(1), 10), 10);
-        assert_eq!(d.cancel(id(1)), 0);
+        assert_eq!(ask(&mut d, 1, 10), 10);
+        assert_eq!(cancel(&mut d, 1), 0);
         subscribe(&mut d, 2);
-        assert_eq!(d.ask(id(2), 10), 0, "the 10 requested are still coming");
+        assert_eq!(ask(&mut d, 2, 10), 0, "the 10 requested are still coming");
+    }
+
+    #[test]
+    fn surplus_a_producer_made_beyond_demand_is_not_asked_for_again() {
+        // The producer answers an ask of 10 with 20: the 10 it made ahead are netted against
+        // the next ask by the producer's buffer, so nothing is requested twice.
+        let mut d = BroadcastDispatcher::<u32>::new();
+        subscribe(&mut d, 1);
+        assert_eq!(ask(&mut d, 1, 10), 10);
+        let (sent, left) = dispatch(&mut d, (0..20).collect());
+        assert_eq!(sent[0].1.len(), 10);
+        assert_eq!(left.len(), 10);
+        // The next ask of 10: the dispatcher asks 10, and the producer's buffer (the 10 left)
+        // covers it, so the producer is asked for 10 - 10 = 0.
+        assert_eq!(ask(&mut d, 1, 10), 10);
+        let (sent, left) = dispatch(&mut d, left);
+        assert_eq!((sent[0].1.len(), left.len()), (10, 0));
+        assert_eq!(d.requested, 0, "nothing is awaited any more");
+    }
+
+    #[test]
+    fn copies_a_leaving_consumer_never_handled_are_counted_as_dropped() {
+        let mut d = BroadcastDispatcher::<u32>::new();
+        subscribe(&mut d, 1);
+        subscribe(&mut d, 2);
+        let mut out = Outbox::new();
+        assert!(d.cancel(id(1), vec![1, 2, 3], &mut out).is_empty());
+        assert_eq!(d.state().dropped, 3);
     }
 }

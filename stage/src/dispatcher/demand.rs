@@ -5,7 +5,7 @@ use std::marker::PhantomData;
 
 use tracing::warn;
 
-use super::Dispatcher;
+use super::{Contract, Dispatcher, DispatcherState, Outbox};
 use crate::error::SubscribeError;
 use crate::options::{SubscribeOptions, SubscriptionId};
 
@@ -19,17 +19,18 @@ use crate::options::{SubscribeOptions, SubscriptionId};
 /// # Examples
 ///
 /// ```
-/// use stage::{DemandDispatcher, Dispatcher, SubscribeOptions, SubscriptionId};
+/// use stage::{DemandDispatcher, Dispatcher, Outbox, SubscribeOptions, SubscriptionId};
 ///
 /// let (a, b) = (SubscriptionId::from_raw(1), SubscriptionId::from_raw(2));
 /// let mut d = DemandDispatcher::new();
-/// d.subscribe(a, &SubscribeOptions::new()).unwrap();
-/// d.subscribe(b, &SubscribeOptions::new()).unwrap();
-/// assert_eq!(d.ask(a, 3), 3);
-/// assert_eq!(d.ask(b, 2), 2);
-/// let mut sent = vec![];
-/// let left = d.dispatch(vec!['a', 'b', 'c', 'd', 'e', 'f'], &mut |id, evs| sent.push((id, evs)));
-/// assert_eq!(sent, vec![(a, vec!['a', 'b', 'c']), (b, vec!['d', 'e'])]);
+/// let mut out = Outbox::new();
+/// d.subscribe(a, &SubscribeOptions::new(), &mut out).unwrap();
+/// d.subscribe(b, &SubscribeOptions::new(), &mut out).unwrap();
+/// d.ask(a, 3, &mut out);
+/// d.ask(b, 2, &mut out);
+/// assert_eq!(out.take_demand(), 5, "the producer is asked for both asks");
+/// let left = d.dispatch(vec!['a', 'b', 'c', 'd', 'e', 'f'], &mut out);
+/// assert_eq!(out.take_sends(), vec![(a, vec!['a', 'b', 'c']), (b, vec!['d', 'e'])]);
 /// assert_eq!(left, vec!['f']);
 /// ```
 pub struct DemandDispatcher<T> {
@@ -85,27 +86,26 @@ impl<T> DemandDispatcher<T> {
 }
 
 impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher<T> {
+    fn contract(&self) -> Contract {
+        Contract::Plain {
+            dispatcher: "DemandDispatcher",
+        }
+    }
+
     fn subscribe(
         &mut self,
         id: SubscriptionId,
         opts: &SubscribeOptions,
-    ) -> Result<usize, SubscribeError> {
-        super::refuse_foreign_options(opts, "DemandDispatcher", false, false)?;
+        _: &mut Outbox<T>,
+    ) -> Result<(), SubscribeError> {
+        Dispatcher::<T>::contract(self).check::<T>(opts)?;
         self.consumers.push((0, id));
-        Ok(0)
+        Ok(())
     }
 
-    fn cancel(&mut self, id: SubscriptionId) -> usize {
-        if let Some(demand) = self.remove(id) {
-            self.total -= demand;
-            self.pending += demand;
-        }
-        0
-    }
-
-    fn ask(&mut self, id: SubscriptionId, n: usize) -> usize {
+    fn ask(&mut self, id: SubscriptionId, n: usize, out: &mut Outbox<T>) {
         let Some(current) = self.remove(id) else {
-            return 0;
+            return;
         };
         match self.max {
             None => self.max = Some(n),
@@ -116,22 +116,24 @@ impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher<T> {
             ),
             Some(_) => {}
         }
-        self.insert(current + n, id);
-        self.total += n;
+        self.insert(current.saturating_add(n), id);
+        self.total = self.total.saturating_add(n);
         let netted = self.pending.min(n);
         self.pending -= netted;
-        n - netted
+        out.demand(n - netted);
     }
 
-    fn demand(&self) -> usize {
-        self.total
+    /// The consumer's outstanding demand becomes pending (the producer may still be producing
+    /// it); the events it returns go back to the producer's buffer for the others.
+    fn cancel(&mut self, id: SubscriptionId, returned: Vec<T>, _: &mut Outbox<T>) -> Vec<T> {
+        if let Some(demand) = self.remove(id) {
+            self.total = self.total.saturating_sub(demand);
+            self.pending = self.pending.saturating_add(demand);
+        }
+        returned
     }
 
-    fn dispatch(
-        &mut self,
-        mut events: Vec<T>,
-        send: &mut dyn FnMut(SubscriptionId, Vec<T>),
-    ) -> Vec<T> {
+    fn dispatch(&mut self, mut events: Vec<T>, out: &mut Outbox<T>) -> Vec<T> {
         while !events.is_empty() {
             let Some(&(demand, id)) = self.consumers.first() else {
                 break;
@@ -142,20 +144,28 @@ impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher<T> {
             let n = demand.min(events.len());
             self.consumers.remove(0);
             self.insert(demand - n, id);
-            self.total -= n;
+            self.total = self.total.saturating_sub(n);
             if n == events.len() {
-                send(id, std::mem::take(&mut events));
+                out.send(id, std::mem::take(&mut events));
             } else {
                 let rest = events.split_off(n);
-                send(id, std::mem::replace(&mut events, rest));
+                out.send(id, std::mem::replace(&mut events, rest));
             }
         }
         self.pending = self.pending.saturating_sub(events.len());
         events
     }
 
-    fn demands(&self) -> Vec<(SubscriptionId, usize)> {
-        self.consumers.iter().map(|&(d, id)| (id, d)).collect()
+    fn capacity(&self) -> usize {
+        self.total
+    }
+
+    fn hold(&mut self, _: u64) -> bool {
+        false
+    }
+
+    fn state(&self) -> DispatcherState {
+        DispatcherState::with_consumers(self.consumers.iter().map(|&(d, id)| (id, d)).collect())
     }
 }
 
@@ -171,18 +181,32 @@ mod tests {
         d: &mut DemandDispatcher<char>,
         events: Vec<char>,
     ) -> (Vec<(SubscriptionId, Vec<char>)>, Vec<char>) {
-        let mut sent = vec![];
-        let left = d.dispatch(events, &mut |id, evs| sent.push((id, evs)));
-        (sent, left)
+        let mut out = Outbox::new();
+        let left = d.dispatch(events, &mut out);
+        (out.take_sends(), left)
+    }
+
+    fn ask(d: &mut DemandDispatcher<char>, id: SubscriptionId, n: usize) -> usize {
+        let mut out = Outbox::new();
+        d.ask(id, n, &mut out);
+        out.take_demand()
+    }
+
+    fn cancel(d: &mut DemandDispatcher<char>, id: SubscriptionId) -> usize {
+        let mut out = Outbox::new();
+        assert!(d.cancel(id, Vec::new(), &mut out).is_empty());
+        out.take_demand()
     }
 
     fn two(d1: usize, d2: usize) -> DemandDispatcher<char> {
         let (a, b) = ids();
         let mut d = DemandDispatcher::<char>::new();
-        assert_eq!(d.subscribe(a, &SubscribeOptions::new()), Ok(0));
-        assert_eq!(d.subscribe(b, &SubscribeOptions::new()), Ok(0));
-        assert_eq!(d.ask(a, d1), d1);
-        assert_eq!(d.ask(b, d2), d2);
+        let mut out = Outbox::new();
+        assert_eq!(d.subscribe(a, &SubscribeOptions::new(), &mut out), Ok(()));
+        assert_eq!(d.subscribe(b, &SubscribeOptions::new(), &mut out), Ok(()));
+        assert!(out.is_empty());
+        assert_eq!(ask(&mut d, a, d1), d1);
+        assert_eq!(ask(&mut d, b, d2), d2);
         d
     }
 
@@ -206,35 +230,55 @@ mod tests {
         let (sent, left) = dispatch(&mut d, vec!['e', 'f', 'g']);
         assert_eq!(sent, vec![(a, vec!['e']), (b, vec!['f'])]);
         assert_eq!(left, vec!['g']);
-        assert_eq!(d.demand(), 0);
+        assert_eq!(Dispatcher::<char>::capacity(&d), 0);
     }
 
     #[test]
     fn cancelled_demand_is_pending_and_netted_against_later_asks() {
         let (a, b) = ids();
         let mut d = two(10, 0);
-        assert_eq!(d.cancel(a), 0);
-        assert_eq!(d.demand(), 0);
-        assert_eq!(d.ask(b, 4), 0);
-        assert_eq!(d.ask(b, 10), 4);
-        assert_eq!(d.demand(), 14);
+        assert_eq!(cancel(&mut d, a), 0);
+        assert_eq!(Dispatcher::<char>::capacity(&d), 0);
+        assert_eq!(ask(&mut d, b, 4), 0);
+        assert_eq!(ask(&mut d, b, 10), 4);
+        assert_eq!(Dispatcher::<char>::capacity(&d), 14);
     }
 
     #[test]
     fn leftovers_reduce_pending() {
         let (a, _) = ids();
         let mut d = two(5, 0);
-        d.cancel(a);
+        cancel(&mut d, a);
         let (_, left) = dispatch(&mut d, vec!['x', 'y']);
         assert_eq!(left.len(), 2);
         assert_eq!(d.pending, 3);
     }
 
     #[test]
+    fn events_a_leaving_consumer_returns_go_back_to_the_producer() {
+        let (a, _) = ids();
+        let mut d = two(5, 0);
+        let mut out = Outbox::new();
+        assert_eq!(d.cancel(a, vec!['x', 'y'], &mut out), vec!['x', 'y']);
+        assert!(out.is_empty());
+    }
+
+    #[test]
     fn unknown_consumers_are_ignored() {
         let mut d = DemandDispatcher::<char>::new();
-        assert_eq!(d.ask(SubscriptionId::from_raw(9), 5), 0);
-        assert_eq!(d.cancel(SubscriptionId::from_raw(9)), 0);
-        assert_eq!(d.demand(), 0);
+        assert_eq!(ask(&mut d, SubscriptionId::from_raw(9), 5), 0);
+        assert_eq!(cancel(&mut d, SubscriptionId::from_raw(9)), 0);
+        assert_eq!(Dispatcher::<char>::capacity(&d), 0);
+    }
+
+    #[test]
+    fn huge_asks_saturate_instead_of_overflowing() {
+        let (a, b) = ids();
+        let mut d = two(usize::MAX, usize::MAX);
+        assert_eq!(Dispatcher::<char>::capacity(&d), usize::MAX);
+        assert_eq!(ask(&mut d, a, usize::MAX), usize::MAX);
+        let (sent, _) = dispatch(&mut d, vec!['x']);
+        assert_eq!(sent.len(), 1);
+        let _ = b;
     }
 }

@@ -6,7 +6,7 @@ use std::hash::Hash;
 
 use tracing::warn;
 
-use super::{Dispatcher, refuse_foreign_options};
+use super::{Contract, Dispatcher, DispatcherState, Outbox};
 use crate::error::{OptionError, SubscribeError};
 use crate::options::{DEFAULT_BUFFER_SIZE, SubscribeOptions, SubscriptionId};
 
@@ -33,20 +33,20 @@ pub type BoxedHash<T> = Box<dyn Fn(&T) -> Option<usize> + Send + Sync>;
 /// # Examples
 ///
 /// ```
-/// use stage::{Dispatcher, PartitionDispatcher, SubscribeOptions, SubscriptionId};
+/// use stage::{Dispatcher, Outbox, PartitionDispatcher, SubscribeOptions, SubscriptionId};
 ///
 /// let (even, odd) = (SubscriptionId::from_raw(1), SubscriptionId::from_raw(2));
 /// // Partition by parity; drop multiples of 3.
 /// let mut d = PartitionDispatcher::with_hash(2, |e: &u32| (e % 3 != 0).then_some((e % 2) as usize)).unwrap();
-/// d.subscribe(even, &SubscribeOptions::new().partition(0)).unwrap();
-/// d.subscribe(odd, &SubscribeOptions::new().partition(1)).unwrap();
-/// d.ask(even, 4);
-/// d.ask(odd, 4);
-/// let mut sent = vec![];
-/// let left = d.dispatch((1..=12).collect(), &mut |id, evs| sent.push((id, evs)));
-/// assert_eq!(sent, vec![(even, vec![2, 4, 8, 10]), (odd, vec![1, 5, 7, 11])]);
+/// let mut out = Outbox::new();
+/// d.subscribe(even, &SubscribeOptions::new().partition(0), &mut out).unwrap();
+/// d.subscribe(odd, &SubscribeOptions::new().partition(1), &mut out).unwrap();
+/// d.ask(even, 4, &mut out);
+/// d.ask(odd, 4, &mut out);
+/// let left = d.dispatch((1..=12).collect(), &mut out);
+/// assert_eq!(out.take_sends(), vec![(even, vec![2, 4, 8, 10]), (odd, vec![1, 5, 7, 11])]);
 /// assert_eq!(left, vec![12]);
-/// assert_eq!(d.dropped(), 3);
+/// assert_eq!(d.state().dropped, 3);
 /// ```
 pub struct PartitionDispatcher<T, H = BoxedHash<T>> {
     partitions: Vec<Partition<T>>,
@@ -63,15 +63,20 @@ pub struct PartitionDispatcher<T, H = BoxedHash<T>> {
     /// How many events each partition takes directly in one dispatch, reused likewise.
     direct: Vec<usize>,
     /// Held infos, each with the queue positions `(partition, head)` it waits for.
-    held: VecDeque<(u64, Vec<(usize, u64)>)>,
+    held: VecDeque<(u64, Vec<(usize, i64)>)>,
 }
+
+/// The most partitions a [`PartitionDispatcher`] may have (and so the most stages a flow
+/// layer may partition over): 65,536.
+pub const MAX_PARTITIONS: usize = 1 << 16;
 
 struct Partition<T> {
     consumer: Option<SubscriptionId>,
     demand: usize,
     queue: VecDeque<T>,
-    /// Events ever taken from the front of the queue (sent or dropped).
-    head: u64,
+    /// Events ever taken from the front of the queue (sent or dropped), less those put back
+    /// at its front.
+    head: i64,
 }
 
 impl<T, H> fmt::Debug for PartitionDispatcher<T, H> {
@@ -95,7 +100,7 @@ impl<T: Hash + 'static> PartitionDispatcher<T> {
     ///
     /// # Errors
     ///
-    /// [`OptionError`] naming `partitions` when it is 0.
+    /// [`OptionError`] naming `partitions` when it is 0 or above [`MAX_PARTITIONS`].
     pub fn new(partitions: usize) -> Result<Self, OptionError> {
         let state = ahash::RandomState::with_seeds(0x5eed, 0xca11, 0xf10e, 0x57a6);
         Self::with_hash(
@@ -110,12 +115,12 @@ where
     H: Fn(&T) -> Option<usize> + Send + Sync + 'static,
 {
     /// `partitions` partitions, routing by `hash`: `Some(i)` sends the event to partition `i`,
-    /// `None` drops it (counted in [`dropped`](Dispatcher::dropped)). An index out of range is
+    /// `None` drops it (counted in [`DispatcherState::dropped`]). An index out of range is
     /// a bug in `hash`: the event is dropped, counted and logged.
     ///
     /// # Errors
     ///
-    /// [`OptionError`] naming `partitions` when it is 0.
+    /// [`OptionError`] naming `partitions` when it is 0 or above [`MAX_PARTITIONS`].
     pub fn with_hash(partitions: usize, hash: H) -> Result<Self, OptionError> {
         if partitions == 0 {
             return Err(OptionError::new(
@@ -123,6 +128,10 @@ where
                 "must be at least 1",
                 partitions,
             ));
+        }
+        if partitions > MAX_PARTITIONS {
+            let rule = format!("must be at most {MAX_PARTITIONS}");
+            return Err(OptionError::new("partitions", rule, partitions));
         }
         Ok(PartitionDispatcher {
             partitions: (0..partitions)
@@ -158,26 +167,57 @@ where
     }
 }
 
+impl<T, H> PartitionDispatcher<T, H>
+where
+    H: Fn(&T) -> Option<usize> + Send + Sync + 'static,
+{
+    /// Sends what partition `index`'s queue holds, up to its consumer's demand.
+    fn flush(&mut self, index: usize, out: &mut Outbox<T>) {
+        let partition = &mut self.partitions[index];
+        let Some(id) = partition.consumer else {
+            return;
+        };
+        let n = partition.demand.min(partition.queue.len());
+        if n > 0 {
+            partition.demand -= n;
+            partition.head += n as i64;
+            out.send(id, partition.queue.drain(..n).collect());
+        }
+    }
+
+    /// Releases the held infos whose partitions have sent what they waited for.
+    fn release(&mut self, out: &mut Outbox<T>) {
+        while let Some((token, waits)) = self.held.front() {
+            if !waits.iter().all(|&(i, at)| self.partitions[i].head >= at) {
+                break;
+            }
+            out.release(*token);
+            self.held.pop_front();
+        }
+    }
+}
+
 impl<T, H> Dispatcher<T> for PartitionDispatcher<T, H>
 where
     T: Send + 'static,
     H: Fn(&T) -> Option<usize> + Send + Sync + 'static,
 {
+    fn contract(&self) -> Contract {
+        Contract::Partitions {
+            dispatcher: "PartitionDispatcher",
+            partitions: self.partitions.len(),
+        }
+    }
+
     fn subscribe(
         &mut self,
         id: SubscriptionId,
         opts: &SubscribeOptions,
-    ) -> Result<usize, SubscribeError> {
-        refuse_foreign_options(opts, "PartitionDispatcher", true, false)?;
-        let count = self.partitions.len();
-        let Some(index) = opts.partition_index() else {
-            let rule = format!("is required by a PartitionDispatcher (one of 0..{count})");
-            return Err(OptionError::new("partition", rule, "none").into());
-        };
-        let Some(partition) = self.partitions.get_mut(index) else {
-            let rule = format!("must be one of 0..{count}");
-            return Err(OptionError::new("partition", rule, index).into());
-        };
+        _: &mut Outbox<T>,
+    ) -> Result<(), SubscribeError> {
+        Dispatcher::<T>::contract(self).check::<T>(opts)?;
+        let index = opts.partition_index().expect("checked by the contract");
+        let partition = &mut self.partitions[index];
         if let Some(taken) = partition.consumer {
             return Err(SubscribeError::Rejected(
                 format!("partition {index} is already taken by {taken}").into(),
@@ -185,34 +225,51 @@ where
         }
         partition.consumer = Some(id);
         self.by_id.insert(id, index);
-        Ok(0)
+        Ok(())
     }
 
-    fn cancel(&mut self, id: SubscriptionId) -> usize {
+    /// Sends what the partition's queue holds at once; the upstream demand is forwarded even
+    /// when the queue covered it (GenStage's rule, which keeps every partition fed).
+    fn ask(&mut self, id: SubscriptionId, n: usize, out: &mut Outbox<T>) {
+        let Some(&index) = self.by_id.get(&id) else {
+            return;
+        };
+        let partition = &mut self.partitions[index];
+        partition.demand = partition.demand.saturating_add(n);
+        let netted = self.pending.min(n);
+        self.pending -= netted;
+        self.waiting = self.waiting.saturating_add(n - netted);
+        out.demand(n - netted);
+        self.flush(index, out);
+        self.release(out);
+    }
+
+    /// The partition keeps its queue for its next consumer, and the events its consumer never
+    /// handled go back to the front of that queue.
+    fn cancel(&mut self, id: SubscriptionId, returned: Vec<T>, out: &mut Outbox<T>) -> Vec<T> {
         if let Some(index) = self.by_id.remove(&id) {
             let partition = &mut self.partitions[index];
             partition.consumer = None;
-            self.pending += std::mem::take(&mut partition.demand);
+            self.pending = self
+                .pending
+                .saturating_add(std::mem::take(&mut partition.demand));
         }
-        0
+        // Newest first, each to the front of its queue: the queues keep the original order.
+        for event in returned.into_iter().rev() {
+            match (self.hash)(&event) {
+                Some(index) if index < self.partitions.len() => {
+                    let partition = &mut self.partitions[index];
+                    partition.queue.push_front(event);
+                    partition.head -= 1;
+                }
+                _ => self.dropped += 1,
+            }
+        }
+        self.release(out);
+        Vec::new()
     }
 
-    fn ask(&mut self, id: SubscriptionId, n: usize) -> usize {
-        let Some(&index) = self.by_id.get(&id) else {
-            return 0;
-        };
-        self.partitions[index].demand += n;
-        let netted = self.pending.min(n);
-        self.pending -= netted;
-        self.waiting += n - netted;
-        n - netted
-    }
-
-    fn demand(&self) -> usize {
-        self.waiting
-    }
-
-    fn dispatch(&mut self, events: Vec<T>, send: &mut dyn FnMut(SubscriptionId, Vec<T>)) -> Vec<T> {
+    fn dispatch(&mut self, events: Vec<T>, out: &mut Outbox<T>) -> Vec<T> {
         let mut events = events.into_iter();
         let mut routed = 0;
         // How many events each partition takes directly this time (its consumer's demand,
@@ -244,9 +301,9 @@ where
                 continue;
             };
             routed += 1;
-            let out = &mut self.out[index];
-            if out.len() < direct[index] {
-                out.push(event);
+            let batch = &mut self.out[index];
+            if batch.len() < direct[index] {
+                batch.push(event);
             } else if self.queue_limit > 0 {
                 if partition.queue.len() >= self.queue_limit {
                     partition.queue.pop_front();
@@ -260,52 +317,28 @@ where
         }
         self.waiting -= routed;
         self.direct = direct;
-        for (partition, out) in self.partitions.iter_mut().zip(&mut self.out) {
-            if let (Some(id), false) = (partition.consumer, out.is_empty()) {
-                partition.demand -= out.len();
-                send(id, std::mem::take(out));
+        for (partition, batch) in self.partitions.iter_mut().zip(&mut self.out) {
+            if let (Some(id), false) = (partition.consumer, batch.is_empty()) {
+                partition.demand -= batch.len();
+                out.send(id, std::mem::take(batch));
             }
         }
+        self.release(out);
         events.collect()
     }
 
-    fn demands(&self) -> Vec<(SubscriptionId, usize)> {
-        self.partitions
-            .iter()
-            .filter_map(|p| p.consumer.map(|id| (id, p.demand)))
-            .collect()
+    fn capacity(&self) -> usize {
+        self.waiting
     }
 
-    fn flush(&mut self, send: &mut dyn FnMut(SubscriptionId, Vec<T>)) {
-        for partition in &mut self.partitions {
-            let Some(id) = partition.consumer else {
-                continue;
-            };
-            let n = partition.demand.min(partition.queue.len());
-            if n > 0 {
-                partition.demand -= n;
-                partition.head += n as u64;
-                send(id, partition.queue.drain(..n).collect());
-            }
-        }
-    }
-
-    fn queued(&self) -> usize {
-        self.partitions.iter().map(|p| p.queue.len()).sum()
-    }
-
-    fn dropped(&self) -> u64 {
-        self.dropped
-    }
-
-    /// An info waits for the events queued in every partition now (§2.10 rule 6).
+    /// An info waits for the events queued in every partition now.
     fn hold(&mut self, token: u64) -> bool {
         let waits: Vec<_> = self
             .partitions
             .iter()
             .enumerate()
             .filter(|(_, p)| !p.queue.is_empty())
-            .map(|(i, p)| (i, p.head + p.queue.len() as u64))
+            .map(|(i, p)| (i, p.head + p.queue.len() as i64))
             .collect();
         if waits.is_empty() && self.held.is_empty() {
             return false;
@@ -314,16 +347,22 @@ where
         true
     }
 
-    fn released(&mut self) -> Vec<u64> {
-        let mut out = Vec::new();
-        while let Some((token, waits)) = self.held.front() {
-            if !waits.iter().all(|&(i, at)| self.partitions[i].head >= at) {
-                break;
-            }
-            out.push(*token);
-            self.held.pop_front();
+    fn state(&self) -> DispatcherState {
+        DispatcherState {
+            consumers: self
+                .partitions
+                .iter()
+                .filter_map(|p| p.consumer.map(|id| (id, p.demand)))
+                .collect(),
+            queued: self.partitions.iter().map(|p| p.queue.len()).sum(),
+            stranded: self
+                .partitions
+                .iter()
+                .filter(|p| p.consumer.is_none())
+                .map(|p| p.queue.len())
+                .sum(),
+            dropped: self.dropped,
         }
-        out
     }
 }
 
@@ -343,109 +382,119 @@ mod tests {
         d: &mut impl Dispatcher<u32>,
         events: Vec<u32>,
     ) -> (Vec<(SubscriptionId, Vec<u32>)>, Vec<u32>) {
-        let mut sent = vec![];
-        let left = d.dispatch(events, &mut |id, evs| sent.push((id, evs)));
-        (sent, left)
+        let mut out = Outbox::new();
+        let left = d.dispatch(events, &mut out);
+        (out.take_sends(), left)
     }
 
-    fn flush(d: &mut impl Dispatcher<u32>) -> Vec<(SubscriptionId, Vec<u32>)> {
-        let mut sent = vec![];
-        d.flush(&mut |id, evs| sent.push((id, evs)));
-        sent
+    /// Asks, and returns the upstream demand and what the ask sent from the queue.
+    fn ask(
+        d: &mut impl Dispatcher<u32>,
+        n: u64,
+        k: usize,
+    ) -> (usize, Vec<(SubscriptionId, Vec<u32>)>) {
+        let mut out = Outbox::new();
+        d.ask(id(n), k, &mut out);
+        (out.take_demand(), out.take_sends())
+    }
+
+    fn subscribe(d: &mut impl Dispatcher<u32>, n: u64, partition: usize) {
+        let mut out = Outbox::new();
+        d.subscribe(
+            id(n),
+            &SubscribeOptions::new().partition(partition),
+            &mut out,
+        )
+        .unwrap();
+    }
+
+    fn two() -> PartitionDispatcher<u32, impl Fn(&u32) -> Option<usize> + Send + Sync> {
+        let mut d = parity();
+        subscribe(&mut d, 1, 0);
+        subscribe(&mut d, 2, 1);
+        d
     }
 
     #[test]
     fn infos_wait_for_the_events_queued_before_them() {
-        let mut d = parity();
-        d.subscribe(id(1), &SubscribeOptions::new().partition(0))
-            .unwrap();
-        d.subscribe(id(2), &SubscribeOptions::new().partition(1))
-            .unwrap();
+        let mut d = two();
         assert!(!d.hold(1), "nothing queued: deliver at once");
-        d.ask(id(2), 5);
+        ask(&mut d, 2, 5);
         dispatch(&mut d, vec![2, 4, 1]);
         assert!(d.hold(2));
         assert!(d.hold(3), "infos keep their order");
-        assert!(d.released().is_empty());
-        d.ask(id(1), 1);
-        flush(&mut d);
-        assert!(d.released().is_empty(), "4 is still queued");
-        d.ask(id(1), 1);
-        flush(&mut d);
-        assert_eq!(d.released(), vec![2, 3]);
+        let mut out = Outbox::new();
+        d.ask(id(1), 1, &mut out);
+        assert!(out.take_released().is_empty(), "4 is still queued");
+        d.ask(id(1), 1, &mut out);
+        assert_eq!(out.take_released(), vec![2, 3]);
     }
 
     #[test]
-    fn zero_partitions_is_refused() {
+    fn zero_and_too_many_partitions_are_refused() {
         assert_eq!(
             PartitionDispatcher::<u32>::new(0).unwrap_err().option,
             "partitions"
         );
+        let err = PartitionDispatcher::<u32>::new(usize::MAX).unwrap_err();
+        assert_eq!(err.option, "partitions");
+        assert!(err.to_string().contains("at most 65536"), "{err}");
     }
 
     #[test]
     fn missing_unknown_and_taken_partitions_are_refused() {
         let mut d = parity();
-        let err = |r: Result<usize, SubscribeError>| match r {
+        let mut out = Outbox::new();
+        let err = |r: Result<(), SubscribeError>| match r {
             Err(SubscribeError::Option(e)) => e.option,
             other => panic!("{other:?}"),
         };
         assert_eq!(
-            err(d.subscribe(id(1), &SubscribeOptions::new())),
+            err(d.subscribe(id(1), &SubscribeOptions::new(), &mut out)),
             "partition"
         );
         assert_eq!(
-            err(d.subscribe(id(1), &SubscribeOptions::new().partition(2))),
+            err(d.subscribe(id(1), &SubscribeOptions::new().partition(2), &mut out)),
             "partition"
         );
-        d.subscribe(id(1), &SubscribeOptions::new().partition(0))
+        d.subscribe(id(1), &SubscribeOptions::new().partition(0), &mut out)
             .unwrap();
         assert!(matches!(
-            d.subscribe(id(2), &SubscribeOptions::new().partition(0)),
+            d.subscribe(id(2), &SubscribeOptions::new().partition(0), &mut out),
             Err(SubscribeError::Rejected(_))
         ));
         let selector = SubscribeOptions::new()
             .partition(1)
             .selector(|_: &u32| true);
-        assert_eq!(err(d.subscribe(id(3), &selector)), "selector");
+        assert_eq!(err(d.subscribe(id(3), &selector, &mut out)), "selector");
     }
 
     #[test]
     fn events_without_demand_are_queued_and_sent_on_ask_in_order() {
-        let mut d = parity();
-        d.subscribe(id(1), &SubscribeOptions::new().partition(0))
-            .unwrap();
-        d.subscribe(id(2), &SubscribeOptions::new().partition(1))
-            .unwrap();
-        assert_eq!(d.ask(id(1), 4), 4);
-        assert_eq!(d.ask(id(2), 4), 4);
+        let mut d = two();
+        assert_eq!(ask(&mut d, 1, 4).0, 4);
+        assert_eq!(ask(&mut d, 2, 4).0, 4);
         let (sent, left) = dispatch(&mut d, vec![2, 4, 6, 8, 10, 12, 1]);
         assert_eq!(sent, vec![(id(1), vec![2, 4, 6, 8]), (id(2), vec![1])]);
         assert!(left.is_empty());
-        assert_eq!(d.queued(), 2);
-        assert!(flush(&mut d).is_empty(), "no demand yet");
-        // Upstream demand is forwarded even when the queue satisfies it (§2.10 rule 2).
-        assert_eq!(d.ask(id(1), 1), 1);
-        assert_eq!(flush(&mut d), vec![(id(1), vec![10])]);
-        d.ask(id(1), 5);
-        assert_eq!(flush(&mut d), vec![(id(1), vec![12])]);
-        assert_eq!(d.demands(), vec![(id(1), 4), (id(2), 3)]);
+        assert_eq!(d.state().queued, 2);
+        // Upstream demand is forwarded even when the queue satisfies it.
+        assert_eq!(ask(&mut d, 1, 1), (1, vec![(id(1), vec![10])]));
+        assert_eq!(ask(&mut d, 1, 5), (5, vec![(id(1), vec![12])]));
+        assert_eq!(d.state().consumers, vec![(id(1), 4), (id(2), 3)]);
     }
 
     #[test]
     fn queues_are_bounded_and_count_their_drops() {
         let mut d = parity().queue_limit(2);
-        d.subscribe(id(1), &SubscribeOptions::new().partition(0))
-            .unwrap();
-        d.subscribe(id(2), &SubscribeOptions::new().partition(1))
-            .unwrap();
-        d.ask(id(2), 10);
+        subscribe(&mut d, 1, 0);
+        subscribe(&mut d, 2, 1);
+        ask(&mut d, 2, 10);
         let (sent, _) = dispatch(&mut d, vec![2, 4, 6, 8, 1]);
         assert_eq!(sent, vec![(id(2), vec![1])]);
-        assert_eq!(d.dropped(), 2);
-        d.ask(id(1), 10);
+        assert_eq!(d.state().dropped, 2);
         assert_eq!(
-            flush(&mut d),
+            ask(&mut d, 1, 10).1,
             vec![(id(1), vec![6, 8])],
             "the oldest were dropped"
         );
@@ -453,31 +502,41 @@ mod tests {
 
     #[test]
     fn a_partitions_queue_outlives_its_consumer() {
-        let mut d = parity();
-        d.subscribe(id(1), &SubscribeOptions::new().partition(0))
-            .unwrap();
-        d.subscribe(id(2), &SubscribeOptions::new().partition(1))
-            .unwrap();
-        d.ask(id(2), 3);
+        let mut d = two();
+        ask(&mut d, 2, 3);
         dispatch(&mut d, vec![2, 4]);
-        assert_eq!(d.cancel(id(1)), 0);
-        d.subscribe(id(3), &SubscribeOptions::new().partition(0))
-            .unwrap();
-        d.ask(id(3), 5);
-        assert_eq!(flush(&mut d), vec![(id(3), vec![2, 4])]);
+        let mut out = Outbox::new();
+        assert!(d.cancel(id(1), Vec::new(), &mut out).is_empty());
+        assert_eq!(out.take_demand(), 0);
+        assert_eq!(d.state().stranded, 2, "held for a consumer that is gone");
+        subscribe(&mut d, 3, 0);
+        assert_eq!(d.state().stranded, 0);
+        assert_eq!(ask(&mut d, 3, 5).1, vec![(id(3), vec![2, 4])]);
+    }
+
+    #[test]
+    fn events_a_leaving_consumer_never_handled_go_back_to_the_front_of_its_queue() {
+        let mut d = two();
+        ask(&mut d, 1, 2);
+        ask(&mut d, 2, 1);
+        let (sent, left) = dispatch(&mut d, vec![2, 4, 6]);
+        assert_eq!(sent, vec![(id(1), vec![2, 4])]);
+        assert_eq!(d.state().queued, 1, "6 waits for demand");
+        assert!(left.is_empty());
+        let mut out = Outbox::new();
+        assert!(d.cancel(id(1), vec![2, 4], &mut out).is_empty());
+        subscribe(&mut d, 3, 0);
+        assert_eq!(ask(&mut d, 3, 5).1, vec![(id(3), vec![2, 4, 6])]);
     }
 
     #[test]
     fn cancelled_demand_is_pending() {
-        let mut d = parity();
-        d.subscribe(id(1), &SubscribeOptions::new().partition(0))
-            .unwrap();
-        d.subscribe(id(2), &SubscribeOptions::new().partition(1))
-            .unwrap();
-        d.ask(id(1), 6);
-        d.cancel(id(1));
-        assert_eq!(d.ask(id(2), 4), 0);
-        assert_eq!(d.ask(id(2), 4), 2);
+        let mut d = two();
+        ask(&mut d, 1, 6);
+        let mut out = Outbox::new();
+        d.cancel(id(1), Vec::new(), &mut out);
+        assert_eq!(ask(&mut d, 2, 4).0, 0);
+        assert_eq!(ask(&mut d, 2, 4).0, 2);
     }
 
     #[test]

@@ -9,10 +9,23 @@ use std::future::Future;
 use std::time::Duration;
 
 use stage::{
-    AsProducer, Cancel, Consumer, ConsumerHandle, Context, Counters, Kind, Peer, Producer,
-    ProducerConsumer, ProducerHandle, Reason, ReplyTo, StageHandle, SubscribeOptions,
-    SubscriptionId, SubscriptionMode,
+    AsProducer, Call, Cancel, Cast, Consumer, Context, Counters, Info, Producer, Reason, ReplyTo,
+    StageHandle, SubscribeOptions, SubscriptionId, SubscriptionMode,
 };
+
+/// Which side of a subscription the other stage is on, as a fixture records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Peer {
+    /// The other stage is our producer.
+    Producer,
+    /// The other stage is our consumer.
+    Consumer,
+}
+
+/// A handle to a running producer fixture.
+pub type ProducerHandle<P> = StageHandle<P>;
+/// A handle to a running consumer fixture.
+pub type ConsumerHandle<C> = StageHandle<C>;
 
 /// What a test can ask a fixture stage.
 #[derive(Debug)]
@@ -48,16 +61,15 @@ fn log_reply<T: Clone>(log: &mut Vec<Seen<T>>, reply: ReplyTo<Vec<Seen<T>>>) {
     reply.send(std::mem::take(log));
 }
 
-fn on_msg<T, O>(log: &mut Vec<Seen<T>>, msg: Msg<T>, ctx: &mut Context<O>, info: bool)
+fn on_msg<S>(log: &mut Vec<Seen<u64>>, msg: Msg<u64>, ctx: &mut Context<S>, info: bool)
 where
-    T: Clone,
-    O: From<T>,
+    S: Producer<Out = u64>,
 {
     if info {
         log.push(Seen::Info(msg.clone()));
     }
     match msg {
-        Msg::Emit(events) => ctx.emit(events.into_iter().map(O::from).collect()),
+        Msg::Emit(events) => ctx.emit(events),
         Msg::Tag(_) => {}
         Msg::Stop(reason) => ctx.stop(reason),
         Msg::AskFor(id, n) => ctx.ask(id, n),
@@ -90,11 +102,8 @@ impl Source {
 
 impl Producer for Source {
     type Out = u64;
-    type Call = Ask;
-    type Reply = Vec<Seen<u64>>;
-    type Msg = Msg<u64>;
 
-    async fn handle_demand(&mut self, demand: usize, _: &mut Context<u64>) -> Vec<u64> {
+    async fn handle_demand(&mut self, demand: usize, _: &mut Context<Self>) -> Vec<u64> {
         self.log.push(Seen::Demand(demand));
         let mut out: Vec<u64> = Vec::new();
         while out.len() < demand {
@@ -115,24 +124,32 @@ impl Producer for Source {
         &mut self,
         id: SubscriptionId,
         _: &SubscribeOptions,
-        _: &mut Context<u64>,
+        _: &mut Context<Self>,
     ) {
         self.log.push(Seen::Subscribed(Peer::Consumer, id));
     }
 
-    async fn handle_cancel(&mut self, cancel: Cancel, id: SubscriptionId, _: &mut Context<u64>) {
+    async fn handle_cancel(&mut self, cancel: Cancel, id: SubscriptionId, _: &mut Context<Self>) {
         self.log.push(Seen::Cancelled(Peer::Consumer, cancel, id));
     }
+}
 
-    async fn handle_call(&mut self, _: Ask, reply: ReplyTo<Self::Reply>, _: &mut Context<u64>) {
+impl Call<Ask> for Source {
+    type Reply = Vec<Seen<u64>>;
+
+    async fn handle_call(&mut self, _: Ask, reply: ReplyTo<Self::Reply>, _: &mut Context<Self>) {
         log_reply(&mut self.log, reply);
     }
+}
 
-    async fn handle_cast(&mut self, msg: Msg<u64>, ctx: &mut Context<u64>) {
+impl Cast<Msg<u64>> for Source {
+    async fn handle_cast(&mut self, msg: Msg<u64>, ctx: &mut Context<Self>) {
         on_msg(&mut self.log, msg, ctx, false);
     }
+}
 
-    async fn handle_info(&mut self, msg: Msg<u64>, ctx: &mut Context<u64>) {
+impl Info<Msg<u64>> for Source {
+    async fn handle_info(&mut self, msg: Msg<u64>, ctx: &mut Context<Self>) {
         on_msg(&mut self.log, msg, ctx, true);
     }
 }
@@ -159,11 +176,8 @@ impl Sink {
 
 impl Consumer for Sink {
     type In = u64;
-    type Call = Ask;
-    type Reply = Vec<Seen<u64>>;
-    type Msg = Msg<u64>;
 
-    async fn handle_events(&mut self, events: Vec<u64>, id: SubscriptionId, _: &mut Context) {
+    async fn handle_events(&mut self, events: Vec<u64>, id: SubscriptionId, _: &mut Context<Self>) {
         self.log.push(Seen::Events(id, events));
     }
 
@@ -171,7 +185,7 @@ impl Consumer for Sink {
         &mut self,
         id: SubscriptionId,
         _: &SubscribeOptions,
-        _: &mut Context,
+        _: &mut Context<Self>,
     ) -> SubscriptionMode {
         self.log.push(Seen::Subscribed(Peer::Producer, id));
         if self.manual {
@@ -181,23 +195,31 @@ impl Consumer for Sink {
         }
     }
 
-    async fn handle_cancel(&mut self, cancel: Cancel, id: SubscriptionId, _: &mut Context) {
+    async fn handle_cancel(&mut self, cancel: Cancel, id: SubscriptionId, _: &mut Context<Self>) {
         self.log.push(Seen::Cancelled(Peer::Producer, cancel, id));
     }
+}
 
-    async fn handle_call(&mut self, _: Ask, reply: ReplyTo<Self::Reply>, _: &mut Context) {
+impl Call<Ask> for Sink {
+    type Reply = Vec<Seen<u64>>;
+
+    async fn handle_call(&mut self, _: Ask, reply: ReplyTo<Self::Reply>, _: &mut Context<Self>) {
         log_reply(&mut self.log, reply);
     }
+}
 
-    async fn handle_cast(&mut self, msg: Msg<u64>, ctx: &mut Context) {
+impl Cast<Msg<u64>> for Sink {
+    async fn handle_cast(&mut self, msg: Msg<u64>, ctx: &mut Context<Self>) {
         if let Msg::AskFor(id, n) = msg {
             ctx.ask(id, n);
         } else if let Msg::Stop(reason) = msg {
             ctx.stop(reason);
         }
     }
+}
 
-    async fn handle_info(&mut self, msg: Msg<u64>, _: &mut Context) {
+impl Info<Msg<u64>> for Sink {
+    async fn handle_info(&mut self, msg: Msg<u64>, _: &mut Context<Self>) {
         self.log.push(Seen::Info(msg));
     }
 }
@@ -240,54 +262,68 @@ impl Through {
     }
 }
 
-impl ProducerConsumer for Through {
-    type In = u64;
+impl Producer for Through {
     type Out = u64;
-    type Call = Ask;
-    type Reply = Vec<Seen<u64>>;
-    type Msg = Msg<u64>;
+
+    async fn handle_subscribe(
+        &mut self,
+        id: SubscriptionId,
+        _: &SubscribeOptions,
+        _: &mut Context<Self>,
+    ) {
+        self.log.push(Seen::Subscribed(Peer::Consumer, id));
+    }
+
+    async fn handle_cancel(&mut self, cancel: Cancel, id: SubscriptionId, _: &mut Context<Self>) {
+        self.log.push(Seen::Cancelled(Peer::Consumer, cancel, id));
+    }
+}
+
+impl Consumer for Through {
+    type In = u64;
 
     async fn handle_events(
         &mut self,
         events: Vec<u64>,
         id: SubscriptionId,
-        _: &mut Context<u64>,
-    ) -> Vec<u64> {
+        ctx: &mut Context<Self>,
+    ) {
         let out = events.iter().flat_map(|&x| (self.f)(x)).collect();
         self.log.push(Seen::Events(id, events));
-        out
+        ctx.emit(out);
     }
 
     async fn handle_subscribe(
         &mut self,
-        peer: Peer,
         id: SubscriptionId,
         _: &SubscribeOptions,
-        _: &mut Context<u64>,
+        _: &mut Context<Self>,
     ) -> SubscriptionMode {
-        self.log.push(Seen::Subscribed(peer, id));
+        self.log.push(Seen::Subscribed(Peer::Producer, id));
         SubscriptionMode::Automatic
     }
 
-    async fn handle_cancel(
-        &mut self,
-        peer: Peer,
-        cancel: Cancel,
-        id: SubscriptionId,
-        _: &mut Context<u64>,
-    ) {
-        self.log.push(Seen::Cancelled(peer, cancel, id));
+    async fn handle_cancel(&mut self, cancel: Cancel, id: SubscriptionId, _: &mut Context<Self>) {
+        self.log.push(Seen::Cancelled(Peer::Producer, cancel, id));
     }
+}
 
-    async fn handle_call(&mut self, _: Ask, reply: ReplyTo<Self::Reply>, _: &mut Context<u64>) {
+impl Call<Ask> for Through {
+    type Reply = Vec<Seen<u64>>;
+
+    async fn handle_call(&mut self, _: Ask, reply: ReplyTo<Self::Reply>, _: &mut Context<Self>) {
         log_reply(&mut self.log, reply);
     }
+}
 
-    async fn handle_cast(&mut self, msg: Msg<u64>, ctx: &mut Context<u64>) {
+impl Cast<Msg<u64>> for Through {
+    async fn handle_cast(&mut self, msg: Msg<u64>, ctx: &mut Context<Self>) {
         on_msg(&mut self.log, msg, ctx, false);
     }
+}
 
-    async fn handle_info(&mut self, msg: Msg<u64>, ctx: &mut Context<u64>) {
+impl Info<Msg<u64>> for Through {
+    async fn handle_info(&mut self, msg: Msg<u64>, ctx: &mut Context<Self>) {
         on_msg(&mut self.log, msg, ctx, true);
     }
 }
@@ -358,12 +394,12 @@ pub async fn manual_sink_with(
 }
 
 /// A manual sink subscribed to `p` with `opts`; returns once the producer has accepted it.
-pub async fn manual<S: Send + 'static, K: Kind<S>>(
-    p: &StageHandle<S, K>,
+pub async fn manual<S: Send + 'static>(
+    p: &StageHandle<S>,
     opts: SubscribeOptions,
 ) -> (ConsumerHandle<Sink>, SubscriptionId)
 where
-    StageHandle<S, K>: AsProducer<u64>,
+    StageHandle<S>: AsProducer<u64>,
 {
     let (c, id) = manual_sink_with(p, opts).await;
     p.counters().await.unwrap();
@@ -371,11 +407,11 @@ where
 }
 
 /// Asks `n` more on a manual subscription; returns once the producer `p` has handled the ask.
-pub async fn ask<S: Send + 'static, K: Kind<S>>(
+pub async fn ask<S: Send + 'static>(
     c: &ConsumerHandle<Sink>,
     id: SubscriptionId,
     n: usize,
-    p: &StageHandle<S, K>,
+    p: &StageHandle<S>,
 ) {
     c.ask(id, n).unwrap();
     c.counters().await.unwrap();
@@ -383,11 +419,11 @@ pub async fn ask<S: Send + 'static, K: Kind<S>>(
 }
 
 /// [`ask`], then lets the pipeline run until idle ([`settle`]).
-pub async fn ask_settled<S: Send + 'static, K: Kind<S>>(
+pub async fn ask_settled<S: Send + 'static>(
     c: &ConsumerHandle<Sink>,
     id: SubscriptionId,
     n: usize,
-    p: &StageHandle<S, K>,
+    p: &StageHandle<S>,
 ) {
     ask(c, id, n, p).await;
     settle().await;
@@ -414,7 +450,7 @@ pub async fn flow<P: Producer>(p: &ProducerHandle<P>, c: &ConsumerHandle<Sink>) 
 }
 
 /// Lets the stages run until `h`'s counters stop changing.
-pub async fn idle<S, K: Kind<S>>(h: &StageHandle<S, K>) {
+pub async fn idle<S>(h: &StageHandle<S>) {
     within(async {
         let mut last: Option<Counters> = None;
         loop {

@@ -1,0 +1,147 @@
+//! The producer side of the shell: consumers subscribing, asking and leaving, and carrying out
+//! what the [`Outlet`](crate::outlet::Outlet) decides.
+
+use std::sync::Arc;
+
+use tracing::{debug, warn};
+
+use super::Engine;
+use super::drive::Drive;
+use crate::address::{Ack, Downstream};
+use crate::error::{Cancel, Reason};
+use crate::handle::Role;
+use crate::options::{DemandMode, SubscribeOptions, SubscriptionId};
+
+impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
+    pub(super) async fn consumer_subscribed(
+        &mut self,
+        id: SubscriptionId,
+        sink: Box<dyn Downstream<D::Out>>,
+        opts: SubscribeOptions,
+        ack: Option<Ack>,
+    ) {
+        if !D::EMITS {
+            sink.cancel(
+                id,
+                Cancel::Cancelled(Reason::Rejected(Arc::from("the stage is not a producer"))),
+            );
+            return;
+        }
+        if let Err(err) = self.outlet.subscribe(id, &opts) {
+            let reason = Reason::Rejected(Arc::from(err.to_string()));
+            sink.cancel(id, Cancel::Cancelled(reason));
+            if let Some(ack) = ack {
+                let _ = ack.send(Err(err));
+            }
+            return;
+        }
+        self.sinks.push((id, sink));
+        self.had_consumers = true;
+        if let Some(ack) = ack {
+            let _ = ack.send(Ok(id));
+        }
+        self.deliver();
+        D::consumer_joined(&mut self.stage, id, &opts, &mut self.ctx).await;
+        self.apply();
+    }
+
+    pub(super) fn asked(&mut self, id: SubscriptionId, n: usize) {
+        if !self.sinks.iter().any(|(s, _)| *s == id) {
+            debug!(stage = %self.name, %id, "ask for an unknown subscription ignored");
+            return;
+        }
+        self.outlet.ask(id, n);
+        self.deliver();
+    }
+
+    pub(super) async fn consumer_cancelled(
+        &mut self,
+        id: SubscriptionId,
+        cancel: Cancel,
+        returned: Vec<D::Out>,
+    ) {
+        let Some(at) = self.sinks.iter().position(|(s, _)| *s == id) else {
+            // Forgotten after a failed send; what it gives back still counts.
+            if !returned.is_empty() {
+                self.outlet.cancel(id, returned);
+                self.deliver();
+            }
+            return;
+        };
+        let (_, sink) = self.sinks.swap_remove(at);
+        if !cancel.is_down() {
+            sink.cancel(id, cancel.clone());
+        }
+        // The dispatcher forgets the consumer before `handle_cancel` runs, so that events the
+        // handler emits go to the consumers that remain (upstream routes them to the one that
+        // left, and they are lost).
+        self.outlet.cancel(id, returned);
+        self.deliver();
+        D::consumer_left(&mut self.stage, cancel, id, &mut self.ctx).await;
+        self.apply();
+    }
+
+    /// Dispatches `events` a handler produced.
+    pub(super) fn emit(&mut self, events: Vec<D::Out>) {
+        if events.is_empty() {
+            return;
+        }
+        self.outlet.emit(events);
+        self.deliver();
+    }
+
+    /// Sends what the outlet decided to send. A consumer whose mailbox is closed is gone: the
+    /// dispatcher forgets it and gets its batch back, to give to the others.
+    pub(super) fn deliver(&mut self) {
+        loop {
+            let mut failed = Vec::new();
+            let Engine {
+                outlet,
+                sinks,
+                events_out,
+                ..
+            } = self;
+            for (id, batch) in outlet.sends() {
+                let n = batch.len() as u64;
+                let Some((_, sink)) = sinks.iter().find(|(s, _)| *s == id) else {
+                    failed.push((id, batch));
+                    continue;
+                };
+                match sink.events(id, batch) {
+                    Ok(()) => *events_out += n,
+                    Err(batch) => failed.push((id, batch)),
+                }
+            }
+            if failed.is_empty() {
+                break;
+            }
+            for (id, batch) in failed {
+                debug!(stage = %self.name, %id, "consumer gone; its batch goes back");
+                self.outlet.cancel(id, batch);
+            }
+        }
+        let discarded = self.outlet.take_discarded();
+        if discarded > 0 && D::discarded(&mut self.stage, discarded) {
+            warn!(stage = %self.name, dropped = discarded, "producer has discarded events from buffer");
+        }
+    }
+
+    pub(super) async fn set_demand(&mut self, mode: DemandMode) {
+        if D::ROLE != Role::Producer {
+            warn!(stage = %self.name, "demand mode can only be set for producers");
+            return;
+        }
+        if !self.outlet.set_mode(mode) {
+            return;
+        }
+        while self.stop.is_none() && self.outlet.replay() {
+            self.deliver();
+            let demand = self.outlet.take_produce();
+            if demand > 0 {
+                let events = D::demand(&mut self.stage, demand, &mut self.ctx).await;
+                self.apply();
+                self.emit(events);
+            }
+        }
+    }
+}

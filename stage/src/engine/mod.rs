@@ -1,0 +1,431 @@
+//! The async shell: one tokio task per stage that owns the user's state, the pure cores
+//! ([`Inlet`] for the consumer side, [`Outlet`] for the producer side) and a mailbox, and only
+//! moves messages between them and the handlers.
+//!
+//! [`Inlet`]: crate::inlet::Inlet
+//! [`Outlet`]: crate::outlet::Outlet
+
+mod downstream;
+pub(crate) mod drive;
+pub(crate) mod mailbox;
+mod upstream;
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use futures::FutureExt;
+use tokio::sync::{mpsc, watch};
+use tokio_util::time::{DelayQueue, delay_queue};
+use tracing::{debug, error, info, warn};
+
+use crate::address::{Downstream, ProducerRef};
+use crate::buffer::Buffer;
+use crate::context::{Context, Job, TimerOp, TimerRef};
+use crate::counters::Counters;
+use crate::dispatcher::Dispatcher;
+use crate::error::{Cancel, Reason, SubscribeError, panic_message};
+use crate::handle::{Control, Exit, Shared, StageHandle};
+use crate::inlet::{Batch, Inlet};
+use crate::options::{BufferSize, DemandMode, Keep, SubscribeOptions, SubscriptionId};
+use crate::outlet::Outlet;
+use drive::Drive;
+use mailbox::{Envelope, Mailbox, ProducerAddress};
+
+/// How a stage is configured when it starts.
+pub(crate) struct Setup<S, I, O> {
+    pub(crate) stage: S,
+    pub(crate) name: Arc<str>,
+    pub(crate) dispatcher: Box<dyn Dispatcher<O>>,
+    pub(crate) buffer_size: BufferSize,
+    pub(crate) keep: Keep,
+    pub(crate) mode: DemandMode,
+    pub(crate) subscriptions: Vec<(ProducerRef<I>, SubscribeOptions)>,
+}
+
+/// What woke the stage up.
+enum Woken<S, I, O> {
+    Mail(Envelope<S, I, O>),
+    Timer(Job<S>),
+}
+
+pub(crate) struct Engine<S, D: Drive<S>> {
+    stage: S,
+    ctx: Context<S>,
+    name: Arc<str>,
+    me: Mailbox<S, D::In, D::Out>,
+    inlet: Inlet<D::In, Job<S>>,
+    outlet: Outlet<D::Out, Job<S>>,
+    /// The stage's consumers. Few in practice: a linear search beats hashing.
+    sinks: Vec<(SubscriptionId, Box<dyn Downstream<D::Out>>)>,
+    had_consumers: bool,
+    /// Set when the stage should stop with this reason once everything it holds is sent.
+    finishing: Option<Reason>,
+    stop: Option<Reason>,
+    timers: DelayQueue<(TimerRef, Job<S>)>,
+    timer_keys: HashMap<TimerRef, delay_queue::Key>,
+    /// The rest of a batch the stage was cutting when it was told to stop.
+    unhandled: Vec<(SubscriptionId, Batch<D::In>)>,
+    events_out: u64,
+    returned: u64,
+    dropped: u64,
+}
+
+/// Starts a stage on `runtime` and returns its handle.
+pub(crate) fn spawn<S: Send + 'static, D: Drive<S>>(
+    setup: Setup<S, D::In, D::Out>,
+    runtime: &tokio::runtime::Handle,
+) -> StageHandle<S> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (exit_tx, exit_rx) = watch::channel(None);
+    let me = Mailbox(tx);
+    let contract = setup.dispatcher.contract();
+    let producer = D::EMITS.then(|| {
+        let address = ProducerAddress {
+            mailbox: me.clone(),
+            contract,
+            name: Arc::clone(&setup.name),
+        };
+        Box::new(ProducerRef::<D::Out>(Arc::new(address))) as Box<dyn std::any::Any + Send + Sync>
+    });
+    let handle = StageHandle::new(Shared {
+        tx: Box::new(me.clone()),
+        exit: exit_rx,
+        name: Arc::clone(&setup.name),
+        producer,
+        role: D::ROLE,
+    });
+    let out = D::EMITS.then(|| Box::new(Vec::<D::Out>::new()) as Box<dyn std::any::Any + Send>);
+    let engine = Engine::<S, D> {
+        stage: setup.stage,
+        ctx: Context::new(handle.clone(), out),
+        name: setup.name,
+        me,
+        inlet: Inlet::default(),
+        outlet: Outlet::new(
+            Buffer::new(setup.buffer_size, setup.keep),
+            setup.dispatcher,
+            setup.mode,
+            D::RECEIVES,
+        ),
+        sinks: Vec::new(),
+        had_consumers: false,
+        finishing: None,
+        stop: None,
+        timers: DelayQueue::new(),
+        timer_keys: HashMap::new(),
+        unhandled: Vec::new(),
+        events_out: 0,
+        returned: 0,
+        dropped: 0,
+    };
+    runtime.spawn(engine.run(rx, setup.subscriptions, exit_tx));
+    handle
+}
+
+type Receiver<S, D> =
+    mpsc::UnboundedReceiver<Envelope<S, <D as Drive<S>>::In, <D as Drive<S>>::Out>>;
+
+impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
+    async fn run(
+        mut self,
+        mut rx: Receiver<S, D>,
+        subscriptions: Vec<(ProducerRef<D::In>, SubscribeOptions)>,
+        exit: watch::Sender<Option<Exit>>,
+    ) {
+        debug!(stage = %self.name, "stage started");
+        let served = AssertUnwindSafe(self.serve(&mut rx, subscriptions))
+            .catch_unwind()
+            .await;
+        let reason = match served {
+            Ok(reason) => {
+                let terminate = AssertUnwindSafe(D::terminate(&mut self.stage, &reason));
+                match terminate.catch_unwind().await {
+                    Ok(()) => reason,
+                    Err(payload) => {
+                        let reason = Reason::Panic(panic_message(&*payload));
+                        error!(stage = %self.name, %reason, "terminate panicked");
+                        reason
+                    }
+                }
+            }
+            Err(payload) => {
+                let reason = Reason::Panic(panic_message(&*payload));
+                error!(stage = %self.name, %reason, "stage handler panicked");
+                reason
+            }
+        };
+        let counters = self.exit(&reason, &mut rx);
+        let _ = exit.send(Some(Exit { reason, counters }));
+        // The user's state is dropped here, after `exiting` is set: a reply it still holds
+        // tells its caller the stage is closed.
+    }
+
+    async fn serve(
+        &mut self,
+        rx: &mut Receiver<S, D>,
+        subscriptions: Vec<(ProducerRef<D::In>, SubscribeOptions)>,
+    ) -> Reason {
+        for (producer, opts) in subscriptions {
+            self.subscribe_to(producer, opts, None).await;
+        }
+        D::start(&mut self.stage, &mut self.ctx).await;
+        self.apply();
+        loop {
+            self.settle().await;
+            if let Some(reason) = self.stop.take() {
+                return reason;
+            }
+            match self.next(rx).await {
+                Some(Woken::Mail(envelope)) => self.handle(envelope).await,
+                Some(Woken::Timer(job)) => self.run_job(job).await,
+                None => return Reason::Normal,
+            }
+        }
+    }
+
+    /// The next message or expired timer. Timers are checked first, so a timer that is due
+    /// runs before messages that keep arriving.
+    async fn next(&mut self, rx: &mut Receiver<S, D>) -> Option<Woken<S, D::In, D::Out>> {
+        if self.timers.is_empty() {
+            return rx.recv().await.map(Woken::Mail);
+        }
+        let timers = &mut self.timers;
+        tokio::select! {
+            biased;
+            Some(expired) = std::future::poll_fn(|cx| timers.poll_expired(cx)) => {
+                let (timer, job) = expired.into_inner();
+                self.timer_keys.remove(&timer);
+                Some(Woken::Timer(job))
+            }
+            envelope = rx.recv() => envelope.map(Woken::Mail),
+        }
+    }
+
+    async fn handle(&mut self, envelope: Envelope<S, D::In, D::Out>) {
+        match envelope {
+            Envelope::Events(id, events) => self.events_arrived(id, Batch::Events(events)).await,
+            Envelope::Packet(id, packet) => self.events_arrived(id, Batch::Packet(packet)).await,
+            Envelope::ProducerCancel(id, cancel) => self.producer_cancel_arrived(id, cancel).await,
+            Envelope::Subscribe {
+                id,
+                sink,
+                opts,
+                ack,
+            } => self.consumer_subscribed(id, sink, opts, ack).await,
+            Envelope::Ask(id, n) => self.asked(id, n),
+            Envelope::ConsumerCancel(id, cancel, returned) => {
+                self.consumer_cancelled(id, cancel, returned).await
+            }
+            Envelope::Control(control) => self.control(control).await,
+        }
+    }
+
+    async fn control(&mut self, control: Control<S>) {
+        match control {
+            Control::SubscribeTo {
+                producer,
+                opts,
+                ack,
+            } => match producer.downcast::<ProducerRef<D::In>>() {
+                Ok(producer) => self.subscribe_to(*producer, opts, Some(ack)).await,
+                Err(_) => {
+                    let _ = ack.send(Err(SubscribeError::ConsumerClosed));
+                }
+            },
+            Control::CancelSubscription(id, reason) => self.cancel(id, reason).await,
+            Control::ManualAsk(id, n) => self.ask_upstream(id, n),
+            Control::Now(job) => self.run_job(job).await,
+            Control::Info(job) => self.info_arrived(job).await,
+            Control::SetDemand(mode) => self.set_demand(mode).await,
+            Control::Counters(reply) => {
+                let _ = reply.send(self.counters());
+            }
+            Control::Stop(reason) => {
+                self.stop.get_or_insert(reason);
+            }
+        }
+    }
+
+    /// Runs a message against the stage and applies what the handler asked for.
+    async fn run_job(&mut self, job: Job<S>) {
+        job(&mut self.stage, &mut self.ctx).await;
+        self.apply();
+    }
+
+    /// Runs what is due until the stage is idle: infos released by the producer side, demand
+    /// for `handle_demand`, and a producer-consumer's queued upstream messages while it has
+    /// downstream demand. Then stops a finishing stage once it holds nothing that can still
+    /// reach a consumer.
+    async fn settle(&mut self) {
+        loop {
+            if self.stop.is_some() {
+                return;
+            }
+            if let Some(job) = self.outlet.next_info() {
+                self.run_job(job).await;
+                continue;
+            }
+            let demand = self.outlet.take_produce();
+            if demand > 0 {
+                let events = D::demand(&mut self.stage, demand, &mut self.ctx).await;
+                self.apply();
+                self.emit(events);
+                continue;
+            }
+            if D::EMITS && D::RECEIVES && self.outlet.counter() > 0 {
+                if let Some(item) = self.inlet.next_waiting() {
+                    self.inbound(item).await;
+                    continue;
+                }
+            }
+            break;
+        }
+        if self.finishing.is_some() && self.had_consumers {
+            let drained = self.outlet.is_drained() && self.inlet.inbox_is_empty();
+            // A stage that never had a consumer waits for one, so that its end (and what it
+            // holds) reaches somebody; one that had consumers and lost them all has nobody
+            // left to finish for.
+            if drained || self.sinks.is_empty() {
+                self.stop = self.finishing.take();
+            }
+        }
+    }
+
+    /// Applies what the last handler asked of its context.
+    fn apply(&mut self) {
+        if D::EMITS {
+            let events = self.ctx.take_out::<D::Out>();
+            self.emit(events);
+        }
+        for reply in self.ctx.replies.drain(..) {
+            reply();
+        }
+        for (id, n) in std::mem::take(&mut self.ctx.asks) {
+            self.ask_upstream(id, n);
+        }
+        for (id, reason) in std::mem::take(&mut self.ctx.cancels) {
+            // Through the mailbox, after what is already in it.
+            self.me
+                .send(Envelope::Control(Control::CancelSubscription(id, reason)));
+        }
+        for op in std::mem::take(&mut self.ctx.timers) {
+            match op {
+                TimerOp::Start { timer, delay, job } => {
+                    let key = self.timers.insert((timer, job), delay);
+                    self.timer_keys.insert(timer, key);
+                }
+                TimerOp::Cancel(timer) => {
+                    if let Some(key) = self.timer_keys.remove(&timer) {
+                        self.timers.remove(&key);
+                    }
+                }
+            }
+        }
+        if std::mem::take(&mut self.ctx.finish) {
+            self.finishing.get_or_insert(Reason::Normal);
+        }
+        if let Some(reason) = self.ctx.stop.take() {
+            self.stop.get_or_insert(reason);
+        }
+    }
+
+    fn counters(&self) -> Counters {
+        let mut consumers = self.outlet.state().consumers;
+        consumers.sort();
+        Counters {
+            events_in: self.inlet.events_in(),
+            events_out: self.events_out,
+            buffered: self.outlet.buffered(),
+            dropped: self.outlet.state().dropped + self.dropped + self.ctx.misplaced,
+            returned: self.returned,
+            inbox: self.inlet.inbox_len(),
+            consumers,
+            producers: self.inlet.credits(),
+        }
+    }
+
+    // ----- exit -----
+
+    /// Tells every peer the stage is down, gives the events it never handled back to their
+    /// producers, counts what it still held as dropped, and answers what is left in the
+    /// mailbox, so that nobody waits on a stage that is gone. Returns the final counters.
+    fn exit(&mut self, reason: &Reason, rx: &mut Receiver<S, D>) -> Counters {
+        self.ctx.exiting.store(true, Ordering::Release);
+        for (id, sink) in self.sinks.drain(..) {
+            sink.cancel(id, Cancel::Down(reason.clone()));
+        }
+        rx.close();
+        let mut unhandled = std::mem::take(&mut self.unhandled);
+        unhandled.extend(self.inlet.take_waiting_events());
+        while let Ok(envelope) = rx.try_recv() {
+            match envelope {
+                Envelope::Events(id, events) => unhandled.push((id, Batch::Events(events))),
+                Envelope::Packet(id, packet) => unhandled.push((id, Batch::Packet(packet))),
+                Envelope::Subscribe { id, sink, ack, .. } => {
+                    sink.cancel(id, Cancel::Down(reason.clone()));
+                    if let Some(ack) = ack {
+                        let _ = ack.send(Err(SubscribeError::ProducerClosed));
+                    }
+                }
+                Envelope::ConsumerCancel(_, _, returned) => self.dropped += returned.len() as u64,
+                Envelope::Control(Control::SubscribeTo { ack, .. }) => {
+                    let _ = ack.send(Err(SubscribeError::ConsumerClosed));
+                }
+                // Dropping a call's job drops its reply: the caller gets `Closed`.
+                _ => {}
+            }
+        }
+        self.return_unhandled(reason, unhandled);
+        let held = self.outlet.held_events() as u64;
+        if held > 0 {
+            warn!(stage = %self.name, %reason, dropped = held, "stage exited with events it had not sent; dropped");
+        }
+        self.dropped += held;
+        if reason.is_normal() {
+            debug!(stage = %self.name, %reason, "stage exited");
+        } else {
+            info!(stage = %self.name, %reason, "stage exited");
+        }
+        self.counters()
+    }
+
+    /// Gives each producer back the events of its subscription the stage never handled, with
+    /// the news that the stage is down.
+    fn return_unhandled(
+        &mut self,
+        reason: &Reason,
+        unhandled: Vec<(SubscriptionId, Batch<D::In>)>,
+    ) {
+        let mut by_sub: Vec<(SubscriptionId, Vec<D::In>)> = Vec::new();
+        for (id, batch) in unhandled {
+            let events = batch.into_events();
+            match by_sub.iter_mut().find(|(s, _)| *s == id) {
+                Some((_, all)) => all.extend(events),
+                None => by_sub.push((id, events)),
+            }
+        }
+        for up in self.inlet.take_all() {
+            let returned = by_sub
+                .iter()
+                .position(|(s, _)| *s == up.id)
+                .map(|i| by_sub.swap_remove(i).1)
+                .unwrap_or_default();
+            let n = returned.len() as u64;
+            match up
+                .producer
+                .cancel(up.id, Cancel::Down(reason.clone()), returned)
+            {
+                Ok(()) => self.returned += n,
+                Err(lost) => self.dropped += lost.len() as u64,
+            }
+        }
+        // Events of subscriptions already removed: their producer is gone or has let go.
+        let orphans: usize = by_sub.iter().map(|(_, e)| e.len()).sum();
+        if orphans > 0 {
+            warn!(stage = %self.name, dropped = orphans, "events of ended subscriptions were never handled; dropped");
+            self.dropped += orphans as u64;
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! The consumer side of the shell: subscribing to producers, receiving their events in
+//! batches, asking for more, and their cancels.
+
+use tracing::{debug, error, info, warn};
+
+use super::Engine;
+use super::drive::Drive;
+use super::mailbox::Envelope;
+use crate::address::{Ack, Downstream, ProducerRef};
+use crate::context::Job;
+use crate::error::{Cancel, Reason, SubscribeError};
+use crate::inlet::{Arrival, AskRefused, Batch, Inbound};
+use crate::options::{CancelMode, SubscribeOptions, SubscriptionId, SubscriptionMode};
+
+impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
+    pub(super) async fn subscribe_to(
+        &mut self,
+        producer: ProducerRef<D::In>,
+        opts: SubscribeOptions,
+        ack: Option<Ack>,
+    ) {
+        let (max, min) = match opts.limits() {
+            Ok(limits) => limits,
+            Err(err) => {
+                if let Some(ack) = ack {
+                    let _ = ack.send(Err(err.into()));
+                }
+                return;
+            }
+        };
+        if producer.is_closed() {
+            self.no_producer(opts.cancel_mode(), ack);
+            return;
+        }
+        let id = SubscriptionId::next();
+        self.inlet.add(id, producer.clone(), opts.cancel_mode());
+        let sink: Box<dyn Downstream<D::In>> = Box::new(self.me.clone());
+        if !producer.0.subscribe(id, sink, opts.clone(), ack) {
+            // The producer exited in between: it is down.
+            self.producer_down(id);
+        }
+        let mode = D::subscribed_to(&mut self.stage, id, &opts, &mut self.ctx).await;
+        if mode == SubscriptionMode::Automatic {
+            if let Some(producer) = self.inlet.automatic(id, max, min) {
+                if !producer.ask(id, max) {
+                    self.producer_down(id);
+                }
+            }
+        }
+        self.apply();
+    }
+
+    fn no_producer(&mut self, cancel: CancelMode, ack: Option<Ack>) {
+        if cancel != CancelMode::Temporary {
+            info!(stage = %self.name, "could not subscribe: the producer is not running; stopping");
+            self.stop.get_or_insert(Reason::NoProc);
+        }
+        if let Some(ack) = ack {
+            let _ = ack.send(Err(SubscribeError::ProducerClosed));
+        }
+    }
+
+    /// The producer of `id` is gone: its cancel goes through the mailbox, behind the events it
+    /// sent before it exited, which are all in the mailbox already.
+    fn producer_down(&self, id: SubscriptionId) {
+        self.me
+            .send(Envelope::ProducerCancel(id, Cancel::Down(Reason::NoProc)));
+    }
+
+    pub(super) fn ask_upstream(&mut self, id: SubscriptionId, n: usize) {
+        match self.inlet.manual_ask(id, n) {
+            Ok(producer) => {
+                if !producer.ask(id, n) {
+                    self.producer_down(id);
+                }
+            }
+            Err(AskRefused::Automatic) => {
+                warn!(stage = %self.name, %id, "ask on an automatic subscription ignored");
+            }
+            Err(AskRefused::Unknown) => {}
+        }
+    }
+
+    fn send_ask(&self, id: SubscriptionId, n: usize) {
+        if n == 0 {
+            return;
+        }
+        if let Some(up) = self.inlet.get(id) {
+            if !up.producer.ask(id, n) {
+                self.producer_down(id);
+            }
+        }
+    }
+
+    pub(super) async fn events_arrived(&mut self, id: SubscriptionId, batch: Batch<D::In>) {
+        if D::EMITS && self.inlet.must_wait(self.outlet.counter()) {
+            self.inlet.wait(Inbound::Events(id, batch));
+        } else {
+            self.consume(id, batch, false).await;
+        }
+    }
+
+    pub(super) async fn producer_cancel_arrived(&mut self, id: SubscriptionId, cancel: Cancel) {
+        if D::EMITS && !self.inlet.inbox_is_empty() {
+            self.inlet.wait(Inbound::Cancel(id, cancel));
+        } else {
+            self.producer_cancelled(id, cancel).await;
+        }
+    }
+
+    pub(super) async fn info_arrived(&mut self, job: Job<S>) {
+        if !D::EMITS {
+            self.run_job(job).await;
+        } else if !self.inlet.inbox_is_empty() {
+            self.inlet.wait(Inbound::Info(job));
+        } else {
+            self.outlet.info(job);
+            self.deliver();
+        }
+    }
+
+    /// A queued upstream message of a producer-consumer, now that it has downstream demand.
+    pub(super) async fn inbound(&mut self, item: Inbound<D::In, Job<S>>) {
+        match item {
+            Inbound::Events(id, batch) => self.consume(id, batch, true).await,
+            Inbound::Cancel(id, cancel) => self.producer_cancelled(id, cancel).await,
+            Inbound::Info(job) => {
+                self.outlet.info(job);
+                self.deliver();
+            }
+        }
+    }
+
+    /// Handles one message of events from a producer: whole (manual), or cut into batches of
+    /// at most `max - min` with an ask after each (automatic).
+    async fn consume(&mut self, id: SubscriptionId, mut batch: Batch<D::In>, queued: bool) {
+        let len = batch.len();
+        if len == 0 {
+            return;
+        }
+        let mut message = match self.inlet.arrive(id, len) {
+            Arrival::Cut(message) => message,
+            Arrival::Whole => {
+                self.handle_batch(batch, id).await;
+                return;
+            }
+            Arrival::Unknown if queued => {
+                // Queued events of a subscription removed since are handled whole.
+                self.inlet.count_orphans(len);
+                self.handle_batch(batch, id).await;
+                return;
+            }
+            Arrival::Unknown => {
+                warn!(stage = %self.name, %id, dropped = len, "events for an unknown subscription dropped");
+                self.dropped += len as u64;
+                return;
+            }
+        };
+        loop {
+            let Some(cut) = self.inlet.next_cut(id, &mut message) else {
+                return;
+            };
+            if cut.excess > 0 {
+                error!(stage = %self.name, %id, excess = cut.excess, "consumer received events in excess of its demand");
+            }
+            let rest = (cut.len < batch.len()).then(|| batch.split_off(cut.len));
+            self.handle_batch(batch, id).await;
+            self.send_ask(id, cut.ask);
+            let Some(rest) = rest else {
+                return;
+            };
+            if self.stop.is_some() {
+                // Never handled: given back to the producer when the stage exits.
+                self.unhandled.push((id, rest));
+                return;
+            }
+            batch = rest;
+        }
+    }
+
+    async fn handle_batch(&mut self, batch: Batch<D::In>, id: SubscriptionId) {
+        match batch {
+            Batch::Events(events) => D::events(&mut self.stage, events, id, &mut self.ctx).await,
+            Batch::Packet(packet) => D::packet(&mut self.stage, packet, id, &mut self.ctx).await,
+        }
+        self.apply();
+    }
+
+    pub(super) async fn producer_cancelled(&mut self, id: SubscriptionId, cancel: Cancel) {
+        let Some(up) = self.inlet.remove(id) else {
+            return;
+        };
+        let reason = cancel.reason().clone();
+        D::producer_left(&mut self.stage, cancel, id, &mut self.ctx).await;
+        self.apply();
+        if self.stop.is_none() && up.cancel.exits_on(&reason) {
+            if D::EMITS && reason.is_normal() {
+                // Upstream ended normally: send on what this stage still holds, then stop.
+                debug!(stage = %self.name, %id, %reason, "producer-consumer finishing after its producer ended");
+                self.finishing.get_or_insert(reason);
+            } else {
+                info!(stage = %self.name, %id, %reason, "consumer stopping after its producer cancelled");
+                self.stop = Some(reason);
+            }
+        }
+    }
+
+    /// Cancels one of the stage's subscriptions, whichever side it is on.
+    pub(super) async fn cancel(&mut self, id: SubscriptionId, reason: Reason) {
+        if let Some(up) = self.inlet.get(id) {
+            if up
+                .producer
+                .cancel(id, Cancel::Cancelled(reason), Vec::new())
+                .is_err()
+            {
+                self.producer_down(id);
+            }
+        } else if self.sinks.iter().any(|(s, _)| *s == id) {
+            self.consumer_cancelled(id, Cancel::Cancelled(reason), Vec::new())
+                .await;
+        }
+    }
+}
