@@ -57,9 +57,8 @@ use clap::Parser;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use stage::{
-    CallError, CancelMode, ConsumerSupervisor, Context, Peer, Producer, ProducerConsumer,
-    ProducerConsumerHandle, ProducerHandle, Reason, StartError, SubscribeOptions, SubscriptionId,
-    SupervisorHandle,
+    CallError, CancelMode, Cast, Consumer, ConsumerSupervisor, Context, Producer, Reason,
+    StageHandle, StartError, SubscribeOptions, SubscriptionId, SupervisorHandle,
 };
 use tracing::{debug, info, warn};
 use tracing_subscriber::EnvFilter;
@@ -168,7 +167,7 @@ async fn run(args: &Args) -> Result<Summary, Box<dyn Error>> {
 /// it holds every page they sent, giving its children its shutdown grace.
 async fn shut_down(
     producer: &Pages,
-    online: &[ProducerConsumerHandle<OnlinePageProducerConsumer>],
+    online: &[StageHandle<OnlinePageProducerConsumer>],
     supervisor: &SupervisorHandle<String>,
 ) -> Result<(), Box<dyn Error>> {
     expect_normal("PageProducer", producer.join().await)?;
@@ -255,7 +254,7 @@ impl PageProducer {
     }
 
     /// Emits as many held pages as are asked for, and finishes once none are left to emit.
-    fn serve(&mut self, ctx: &mut Context<String>) {
+    fn serve(&mut self, ctx: &mut Context<Self>) {
         let n = self.pending.min(self.pages.len());
         self.pending -= n;
         ctx.emit(self.pages.drain(..n).collect());
@@ -268,11 +267,8 @@ impl PageProducer {
 
 impl Producer for PageProducer {
     type Out = String;
-    type Call = ();
-    type Reply = ();
-    type Msg = PageMsg;
 
-    async fn handle_demand(&mut self, demand: usize, ctx: &mut Context<String>) -> Vec<String> {
+    async fn handle_demand(&mut self, demand: usize, ctx: &mut Context<Self>) -> Vec<String> {
         info!(
             "PageProducer received demand for {demand} pages ({} held)",
             self.pages.len()
@@ -281,8 +277,10 @@ impl Producer for PageProducer {
         self.serve(ctx);
         Vec::new()
     }
+}
 
-    async fn handle_cast(&mut self, msg: PageMsg, ctx: &mut Context<String>) {
+impl Cast<PageMsg> for PageProducer {
+    async fn handle_cast(&mut self, msg: PageMsg, ctx: &mut Context<Self>) {
         match msg {
             PageMsg::Scrape(urls) => {
                 let sent = self.pending.min(self.pages.len() + urls.len());
@@ -306,7 +304,7 @@ impl Producer for PageProducer {
 
 /// The producer's API, like the book's `PageProducer.scrape_pages/1`.
 #[derive(Debug, Clone)]
-struct Pages(ProducerHandle<PageProducer>);
+struct Pages(StageHandle<PageProducer>);
 
 impl Pages {
     /// Hands pages to the producer (a cast: it does not wait). They are emitted as consumers
@@ -349,7 +347,7 @@ impl OnlinePageProducerConsumer {
     async fn start(
         self,
         producer: &Pages,
-    ) -> Result<ProducerConsumerHandle<OnlinePageProducerConsumer>, Box<dyn Error>> {
+    ) -> Result<StageHandle<OnlinePageProducerConsumer>, Box<dyn Error>> {
         let name = format!("OnlinePageProducerConsumer {}", self.id);
         let handle = stage::producer_consumer(self).name(name).start()?;
         // Permanent (the default): when the producer finishes, this stage sends on what it
@@ -375,35 +373,33 @@ impl OnlinePageProducerConsumer {
     }
 }
 
-impl ProducerConsumer for OnlinePageProducerConsumer {
-    type In = String;
+impl Producer for OnlinePageProducerConsumer {
     type Out = String;
-    type Call = ();
-    type Reply = ();
-    type Msg = ();
 
     async fn handle_subscribe(
         &mut self,
-        peer: Peer,
         _: SubscriptionId,
         opts: &SubscribeOptions,
-        _: &mut Context<String>,
-    ) -> stage::SubscriptionMode {
-        if let (Peer::Consumer, Ok((max, min))) = (peer, opts.limits()) {
+        _: &mut Context<Self>,
+    ) {
+        if let Ok((max, min)) = opts.limits() {
             info!(
                 "OnlinePageProducerConsumer {} subscribed by a consumer (max_demand {max}, min_demand {min})",
                 self.id
             );
         }
-        stage::SubscriptionMode::Automatic
     }
+}
+
+impl Consumer for OnlinePageProducerConsumer {
+    type In = String;
 
     async fn handle_events(
         &mut self,
         pages: Vec<String>,
         _: SubscriptionId,
-        _: &mut Context<String>,
-    ) -> Vec<String> {
+        ctx: &mut Context<Self>,
+    ) {
         let checks = futures::future::join_all(pages.iter().map(|url| self.is_online(url))).await;
         let received = pages.len();
         let online: Vec<String> = pages
@@ -419,7 +415,7 @@ impl ProducerConsumer for OnlinePageProducerConsumer {
         self.tally
             .online
             .fetch_add(online.len() as u64, Ordering::SeqCst);
-        online
+        ctx.emit(online);
     }
 }
 
@@ -430,7 +426,7 @@ impl ProducerConsumer for OnlinePageProducerConsumer {
 async fn start_page_consumer_supervisor(
     client: reqwest::Client,
     tally: Arc<Tally>,
-    online: &[ProducerConsumerHandle<OnlinePageProducerConsumer>],
+    online: &[StageHandle<OnlinePageProducerConsumer>],
 ) -> Result<SupervisorHandle<String>, Box<dyn Error>> {
     let child = move |url: String| fetch(client.clone(), url, Arc::clone(&tally));
     let supervisor = ConsumerSupervisor::new(child)

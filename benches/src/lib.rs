@@ -16,9 +16,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use rayon::prelude::*;
-use stage::{
-    Consumer, Context, Producer, ProducerConsumer, Reason, SubscribeOptions, SubscriptionId,
-};
+use stage::{Consumer, Context, Producer, Reason, SubscribeOptions, SubscriptionId};
 use tokio::sync::{mpsc, oneshot};
 
 /// How many events each benchmark run moves.
@@ -59,11 +57,8 @@ impl Counter {
 
 impl Producer for Counter {
     type Out = u64;
-    type Call = ();
-    type Reply = ();
-    type Msg = ();
 
-    async fn handle_demand(&mut self, demand: usize, ctx: &mut Context<u64>) -> Vec<u64> {
+    async fn handle_demand(&mut self, demand: usize, ctx: &mut Context<Self>) -> Vec<u64> {
         let start = self.next;
         self.next = self.end.min(start.saturating_add(demand as u64));
         if self.next == self.end {
@@ -105,11 +100,8 @@ impl Sum {
 
 impl Consumer for Sum {
     type In = u64;
-    type Call = ();
-    type Reply = ();
-    type Msg = ();
 
-    async fn handle_events(&mut self, events: Vec<u64>, _: SubscriptionId, _: &mut Context) {
+    async fn handle_events(&mut self, events: Vec<u64>, _: SubscriptionId, _: &mut Context<Self>) {
         self.sum += events.iter().sum::<u64>();
         self.batches += 1;
     }
@@ -128,20 +120,20 @@ impl Consumer for Sum {
 #[derive(Debug, Default)]
 pub struct AddOne;
 
-impl ProducerConsumer for AddOne {
-    type In = u64;
+impl Producer for AddOne {
     type Out = u64;
-    type Call = ();
-    type Reply = ();
-    type Msg = ();
+}
+
+impl Consumer for AddOne {
+    type In = u64;
 
     async fn handle_events(
         &mut self,
         events: Vec<u64>,
         _: SubscriptionId,
-        _: &mut Context<u64>,
-    ) -> Vec<u64> {
-        add_one(events)
+        ctx: &mut Context<Self>,
+    ) {
+        ctx.emit(add_one(events));
     }
 }
 

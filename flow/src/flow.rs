@@ -12,11 +12,11 @@ use stage::{
 };
 
 use crate::error::Error;
+use crate::layer_stage::LayerStage;
 use crate::logic::{Departition, Factory, Input, Position, Tag, Then, TopN, uniq_op};
 use crate::partition::Partition;
 use crate::reduce::Reduced;
 use crate::source::{Chunks, Owned, Shared};
-use crate::stage::{Control, FlowStage};
 use crate::window::{StageWindow, Window};
 
 /// Makes the dispatcher of each stage that feeds the next layer.
@@ -28,36 +28,82 @@ type Start<T> = Box<dyn FnOnce(Dispatch<T>, &Stages) -> Result<Vec<ProducerRef<T
 /// Starts what feeds a layer and returns it as producers of packets.
 type Inputs = Box<dyn FnOnce(&Stages) -> Result<Vec<ProducerRef<Packet>>, Error> + Send>;
 
-/// Tells whether a stage has exited, and why.
-type ExitProbe = Box<dyn Fn() -> Option<stage::Reason> + Send + Sync>;
+/// One stage of a running flow, as the flow keeps track of it.
+struct Tracked {
+    exit_reason: Box<dyn Fn() -> Option<stage::Reason> + Send + Sync>,
+    stop: Box<dyn Fn(stage::Reason) + Send + Sync>,
+}
 
-/// Every stage a running flow started, so that a finisher can report the one that failed.
+#[derive(Default)]
+struct Registry {
+    stages: Vec<Tracked>,
+    /// The first abnormal exit, once one happened.
+    failed: Option<stage::Reason>,
+}
+
+/// Every stage a running flow started: a finisher reports the one that failed, and the first
+/// stage to fail stops all the others, so that a failure anywhere ends the whole flow (its
+/// stream ends and returns the error) instead of leaving stages waiting on one that is gone.
 #[derive(Clone, Default)]
-pub(crate) struct Stages(Arc<std::sync::Mutex<Vec<ExitProbe>>>);
+pub(crate) struct Stages(Arc<std::sync::Mutex<Registry>>);
 
 impl Stages {
-    pub(crate) fn add<S: Send + 'static, K: stage::Kind<S>>(
-        &self,
-        handle: &stage::StageHandle<S, K>,
-    ) {
-        let handle = handle.clone();
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Box::new(move || handle.exit_reason()));
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The reason of a stage that exited abnormally, a panic first.
+    pub(crate) fn add<S: Send + 'static>(&self, handle: &stage::StageHandle<S>) {
+        let probe = handle.clone();
+        let stopper = handle.clone();
+        let failed = {
+            let mut registry = self.lock();
+            registry.stages.push(Tracked {
+                exit_reason: Box::new(move || probe.exit_reason()),
+                stop: Box::new(move |reason| {
+                    let _ = stopper.stop(reason);
+                }),
+            });
+            registry.failed.clone()
+        };
+        if failed.is_some() {
+            let _ = handle.stop(stage::Reason::Shutdown);
+            return;
+        }
+        // One watcher per stage, ending with it: the first abnormal exit stops the others.
+        let watched = handle.clone();
+        let stages = self.clone();
+        tokio::spawn(async move {
+            let reason = watched.join().await;
+            if !reason.is_normal() {
+                stages.fail(reason);
+            }
+        });
+    }
+
+    fn fail(&self, reason: stage::Reason) {
+        let mut registry = self.lock();
+        if registry.failed.is_some() {
+            return;
+        }
+        registry.failed = Some(reason);
+        for stage in &registry.stages {
+            (stage.stop)(stage::Reason::Shutdown);
+        }
+    }
+
+    /// The reason of a stage that exited abnormally: a panic first, then the first failure.
     pub(crate) fn failure(&self) -> Option<stage::Reason> {
-        let probes = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let failed: Vec<stage::Reason> = probes
+        let registry = self.lock();
+        let failed: Vec<stage::Reason> = registry
+            .stages
             .iter()
-            .filter_map(|p| p())
+            .filter_map(|s| (s.exit_reason)())
             .filter(|r| !r.is_normal())
             .collect();
         failed
             .iter()
             .find(|r| matches!(r, stage::Reason::Panic(_)))
+            .or(registry.failed.as_ref())
             .or(failed.first())
             .cloned()
     }
@@ -293,7 +339,10 @@ impl<T: Send + 'static> Flow<T> {
             streams
                 .into_iter()
                 .map(|s| {
-                    let handle = stage::from_stream_with(s, dispatch())?;
+                    let handle = stage::from_stream(s)
+                        .dispatcher(dispatch())
+                        .stop_on_cancel()
+                        .start()?;
                     stages.add(&handle);
                     Ok(handle.producer())
                 })
@@ -1083,7 +1132,7 @@ impl<T: Send + 'static> Layer<T> {
         let stage = |index| {
             let pos = Position { index, count };
             let window = self.options.window.clone();
-            FlowStage::new(pos, max, min, window, Arc::clone(&self.logic))
+            LayerStage::new(pos, max, window, Arc::clone(&self.logic))
         };
         let name = |index| format!("flow stage {index}/{count}");
         let mut producers = Vec::with_capacity(count);
@@ -1128,17 +1177,12 @@ impl<T: Send + 'static> Layer<T> {
     }
 }
 
-/// Registers a started stage of a layer, tells it how to message itself and that its initial
-/// subscriptions are made; returns it as a producer.
-fn wire<T, K>(handle: stage::StageHandle<FlowStage<T>, K>, stages: &Stages) -> ProducerRef<T>
-where
-    T: Send + 'static,
-    K: stage::Kind<FlowStage<T>, Out = T, Msg = Control<T>> + stage::Emits,
-{
+/// Registers a started stage of a layer; returns it as a producer.
+fn wire<T: Send + 'static>(
+    handle: stage::StageHandle<LayerStage<T>>,
+    stages: &Stages,
+) -> ProducerRef<T> {
     stages.add(&handle);
-    let me = handle.clone();
-    let _ = handle.cast(Control::Me(Arc::new(move |c| me.cast(c).is_ok())));
-    let _ = handle.cast(Control::Started);
     handle.producer()
 }
 

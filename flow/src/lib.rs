@@ -75,12 +75,12 @@
 
 mod error;
 mod flow;
+mod layer_stage;
 mod logic;
 mod partition;
 mod reduce;
 mod run;
 mod source;
-mod stage;
 mod trigger;
 mod window;
 

@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 
 use futures::Stream;
 use stage::{
-    AsProducer, CancelMode, ConsumerStream, Emits, Kind, ProducerRef, Receives, StageHandle,
+    AsProducer, CancelMode, Consumer, ConsumerStream, Producer, ProducerRef, StageHandle,
     SubscribeOptions,
 };
 
@@ -162,19 +162,20 @@ impl<T: Send + 'static> Flow<T> {
     /// # Examples
     ///
     /// ```
-    /// use stage::{CancelMode, Consumer, Context, ReplyTo, SubscribeOptions, SubscriptionId};
+    /// use stage::{Call, CancelMode, Consumer, Context, ReplyTo, SubscribeOptions, SubscriptionId};
     ///
     /// struct Count(usize);
     ///
     /// impl Consumer for Count {
     ///     type In = u32;
-    ///     type Call = ();
-    ///     type Reply = usize;
-    ///     type Msg = ();
-    ///     async fn handle_events(&mut self, events: Vec<u32>, _: SubscriptionId, _: &mut Context) {
+    ///     async fn handle_events(&mut self, events: Vec<u32>, _: SubscriptionId, _: &mut Context<Self>) {
     ///         self.0 += events.len();
     ///     }
-    ///     async fn handle_call(&mut self, _: (), reply: ReplyTo<usize>, _: &mut Context) {
+    /// }
+    ///
+    /// impl Call<()> for Count {
+    ///     type Reply = usize;
+    ///     async fn handle_call(&mut self, _: (), reply: ReplyTo<usize>, _: &mut Context<Self>) {
     ///         reply.send(self.0);
     ///     }
     /// }
@@ -188,14 +189,13 @@ impl<T: Send + 'static> Flow<T> {
     /// assert_eq!(count.call(()).await, Ok(50));
     /// # }
     /// ```
-    pub async fn into_stages<S, K>(
+    pub async fn into_stages<S>(
         self,
-        consumers: &[StageHandle<S, K>],
+        consumers: &[StageHandle<S>],
         opts: SubscribeOptions,
     ) -> Result<(), Error>
     where
-        S: Send + 'static,
-        K: Kind<S, In = T> + Receives,
+        S: Consumer<In = T>,
     {
         let producers = self.into_producers()?;
         for consumer in consumers {
@@ -215,15 +215,14 @@ impl<T: Send + 'static> Flow<T> {
     /// # Errors
     ///
     /// As [`into_stages`](Flow::into_stages).
-    pub async fn through_stages<S, K, R>(
+    pub async fn through_stages<S, R>(
         self,
-        stages: &[StageHandle<S, K>],
+        stages: &[StageHandle<S>],
         opts: SubscribeOptions,
     ) -> Result<Flow<R>, Error>
     where
-        S: Send + 'static,
+        S: Consumer<In = T> + Producer<Out = R>,
         R: Send + 'static,
-        K: Kind<S, In = T, Out = R> + Receives + Emits,
     {
         self.into_stages(stages, opts).await?;
         Ok(Flow::from_stages(stages.iter().map(|s| s.as_producer())))

@@ -9,8 +9,7 @@ use std::sync::{Arc, Mutex};
 use flow::{ErrorKind, Flow, Partition};
 use futures::StreamExt;
 use stage::{
-    Cancel, CancelMode, Consumer, Context, Peer, Producer, ProducerConsumer, Reason,
-    SubscribeOptions, SubscriptionId, SubscriptionMode,
+    Cancel, CancelMode, Consumer, Context, Producer, Reason, SubscribeOptions, SubscriptionId,
 };
 use support::{Watched, assert_panicked, blocking, sorted, within};
 
@@ -352,17 +351,14 @@ struct Endless {
 
 impl Producer for Endless {
     type Out = u64;
-    type Call = ();
-    type Reply = ();
-    type Msg = ();
 
-    async fn handle_demand(&mut self, demand: usize, _: &mut Context<u64>) -> Vec<u64> {
+    async fn handle_demand(&mut self, demand: usize, _: &mut Context<Self>) -> Vec<u64> {
         let start = self.next;
         self.next += demand as u64;
         (start..self.next).collect()
     }
 
-    async fn handle_cancel(&mut self, cancel: Cancel, _: SubscriptionId, ctx: &mut Context<u64>) {
+    async fn handle_cancel(&mut self, cancel: Cancel, _: SubscriptionId, ctx: &mut Context<Self>) {
         if let Some(tx) = self.cancelled.take() {
             let _ = tx.send(cancel);
         }
@@ -458,15 +454,12 @@ struct Collector {
 
 impl Consumer for Collector {
     type In = u64;
-    type Call = ();
-    type Reply = ();
-    type Msg = ();
 
-    async fn handle_events(&mut self, events: Vec<u64>, _: SubscriptionId, _: &mut Context) {
+    async fn handle_events(&mut self, events: Vec<u64>, _: SubscriptionId, _: &mut Context<Self>) {
         self.out.lock().unwrap().extend(events);
     }
 
-    async fn handle_cancel(&mut self, _: Cancel, _: SubscriptionId, ctx: &mut Context) {
+    async fn handle_cancel(&mut self, _: Cancel, _: SubscriptionId, ctx: &mut Context<Self>) {
         self.ended += 1;
         if self.ended == self.expected {
             ctx.stop(Reason::Normal);
@@ -530,45 +523,27 @@ struct Doubler {
     seen: Arc<AtomicUsize>,
 }
 
-impl ProducerConsumer for Doubler {
-    type In = u64;
+impl Producer for Doubler {
     type Out = u64;
-    type Call = ();
-    type Reply = ();
-    type Msg = ();
+}
+
+impl Consumer for Doubler {
+    type In = u64;
 
     async fn handle_events(
         &mut self,
         events: Vec<u64>,
         _: SubscriptionId,
-        _: &mut Context<u64>,
-    ) -> Vec<u64> {
-        self.seen.fetch_add(events.len(), Ordering::SeqCst);
-        events.into_iter().map(|x| x * 2).collect()
-    }
-
-    async fn handle_subscribe(
-        &mut self,
-        _: Peer,
-        _: SubscriptionId,
-        _: &SubscribeOptions,
-        _: &mut Context<u64>,
-    ) -> SubscriptionMode {
-        SubscriptionMode::Automatic
-    }
-
-    async fn handle_cancel(
-        &mut self,
-        peer: Peer,
-        _: Cancel,
-        _: SubscriptionId,
-        ctx: &mut Context<u64>,
+        ctx: &mut Context<Self>,
     ) {
-        if peer == Peer::Producer {
-            self.ended += 1;
-            if self.ended == self.expected {
-                ctx.finish();
-            }
+        self.seen.fetch_add(events.len(), Ordering::SeqCst);
+        ctx.emit(events.into_iter().map(|x| x * 2).collect());
+    }
+
+    async fn handle_cancel(&mut self, _: Cancel, _: SubscriptionId, ctx: &mut Context<Self>) {
+        self.ended += 1;
+        if self.ended == self.expected {
+            ctx.finish();
         }
     }
 }

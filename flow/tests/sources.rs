@@ -181,11 +181,8 @@ struct Counter(u64);
 
 impl Producer for Counter {
     type Out = u64;
-    type Call = ();
-    type Reply = ();
-    type Msg = ();
 
-    async fn handle_demand(&mut self, demand: usize, _: &mut Context<u64>) -> Vec<u64> {
+    async fn handle_demand(&mut self, demand: usize, _: &mut Context<Self>) -> Vec<u64> {
         let start = self.0;
         self.0 += demand as u64;
         (start..self.0).collect()

@@ -223,11 +223,6 @@ impl<I: Send + 'static, M> Inlet<I, M> {
         credits
     }
 
-    /// Whether there are no subscriptions.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.upstreams.is_empty()
-    }
-
     // ----- a producer-consumer's inbox -----
 
     /// Whether an upstream message must wait in the inbox: while there is no downstream demand

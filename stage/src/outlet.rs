@@ -7,7 +7,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::buffer::Buffer;
-use crate::dispatcher::{Contract, Dispatcher, DispatcherState, Outbox};
+use crate::dispatcher::{Dispatcher, DispatcherState, Outbox};
 use crate::error::SubscribeError;
 use crate::options::{DemandMode, SubscribeOptions, SubscriptionId};
 
@@ -69,11 +69,6 @@ impl<T: Send + 'static, M> Outlet<T, M> {
             discarded: 0,
             dropped: 0,
         }
-    }
-
-    /// The options the dispatcher accepts.
-    pub(crate) fn contract(&self) -> Contract {
-        self.dispatcher.contract()
     }
 
     // ----- inputs -----

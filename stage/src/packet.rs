@@ -207,10 +207,10 @@ mod tests {
     #[test]
     fn downcast_is_by_type_not_by_name() {
         mod a {
-            pub struct Same;
+            pub(crate) struct Same;
         }
         mod b {
-            pub struct Same;
+            pub(crate) struct Same;
         }
         let p = Packet::new(vec![a::Same]);
         assert!(p.holds::<a::Same>());

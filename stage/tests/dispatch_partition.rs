@@ -12,8 +12,9 @@
 
 mod support;
 
-use stage::{StartError, 
-    Cancel, CancelMode, Dispatcher, PartitionDispatcher, Reason, SubscribeError, SubscribeOptions,
+use stage::{
+    Cancel, CancelMode, Dispatcher, PartitionDispatcher, Reason, StartError, SubscribeError,
+    SubscribeOptions,
 };
 use support::{
     Ask, Msg, Peer, ProducerHandle, Seen, Sink, Source, Through, ask_settled, batches, demand_log,

@@ -177,8 +177,9 @@ pub struct DispatcherState {
     pub consumers: Vec<(SubscriptionId, usize)>,
     /// Events the dispatcher holds itself (partition queues).
     pub queued: usize,
-    /// Of `queued`, the events held for consumers that are gone (a partition without a
-    /// consumer): they go out only if a new consumer takes their place.
+    /// Of `queued`, the events held for consumers that have left (a partition whose consumer
+    /// is gone): they go out only if a new consumer takes its place. (A partition that never
+    /// had a consumer is waiting for its first, not stranded.)
     pub stranded: usize,
     /// Events the dispatcher dropped (by its hash, from a full queue, or copies a leaving
     /// broadcast consumer never handled).

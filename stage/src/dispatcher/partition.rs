@@ -72,6 +72,9 @@ pub const MAX_PARTITIONS: usize = 1 << 16;
 
 struct Partition<T> {
     consumer: Option<SubscriptionId>,
+    /// Whether a consumer has left this partition (and none has taken its place): its queue
+    /// is stranded, while a partition that never had a consumer waits for its first.
+    orphaned: bool,
     demand: usize,
     queue: VecDeque<T>,
     /// Events ever taken from the front of the queue (sent or dropped), less those put back
@@ -137,6 +140,7 @@ where
             partitions: (0..partitions)
                 .map(|_| Partition {
                     consumer: None,
+                    orphaned: false,
                     demand: 0,
                     queue: VecDeque::new(),
                     head: 0,
@@ -224,6 +228,7 @@ where
             ));
         }
         partition.consumer = Some(id);
+        partition.orphaned = false;
         self.by_id.insert(id, index);
         Ok(())
     }
@@ -250,6 +255,7 @@ where
         if let Some(index) = self.by_id.remove(&id) {
             let partition = &mut self.partitions[index];
             partition.consumer = None;
+            partition.orphaned = true;
             self.pending = self
                 .pending
                 .saturating_add(std::mem::take(&mut partition.demand));
@@ -358,7 +364,7 @@ where
             stranded: self
                 .partitions
                 .iter()
-                .filter(|p| p.consumer.is_none())
+                .filter(|p| p.orphaned)
                 .map(|p| p.queue.len())
                 .sum(),
             dropped: self.dropped,
@@ -509,6 +515,15 @@ mod tests {
         assert!(d.cancel(id(1), Vec::new(), &mut out).is_empty());
         assert_eq!(out.take_demand(), 0);
         assert_eq!(d.state().stranded, 2, "held for a consumer that is gone");
+        let mut fresh = parity();
+        subscribe(&mut fresh, 1, 1);
+        ask(&mut fresh, 1, 1);
+        dispatch(&mut fresh, vec![2]);
+        assert_eq!(
+            (fresh.state().queued, fresh.state().stranded),
+            (1, 0),
+            "a partition that never had a consumer waits for its first"
+        );
         subscribe(&mut d, 3, 0);
         assert_eq!(d.state().stranded, 0);
         assert_eq!(ask(&mut d, 3, 5).1, vec![(id(3), vec![2, 4])]);

@@ -4,11 +4,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use stage::demand::Demand;
 use stage::{
-    Cancel, Context, Packet, Peer, Producer, ProducerConsumer, Reason, SubscribeOptions,
-    SubscriptionId, SubscriptionMode,
+    Cancel, Cast, Consumer, Context, Info, Packet, Producer, Reason, SubscribeOptions,
+    SubscriptionId, SubscriptionMode, TimerRef,
 };
+use tokio::time::Instant;
 
 use crate::logic::{Factory, Logic, Position};
 use crate::source::{Chunks, Reader};
@@ -91,33 +91,20 @@ fn feed_window<O>(
     }
 }
 
-/// Sends a stage a [`Control`] message; `false` once the stage is gone.
-pub(crate) type Me<O> = Arc<dyn Fn(Control<O>) -> bool + Send + Sync>;
+/// Timer `i` fired: 0 is the periodic window, `1 + k` is `trigger_periodically` number `k`.
+pub(crate) struct Tick(usize);
 
-/// What a flow (and its timers) tell its stages.
-pub(crate) enum Control<O: Send + 'static> {
-    /// The stage's way to message itself, for its timers and its local source.
-    Me(Me<O>),
-    /// The initial subscriptions are made (finish at once if there are none).
-    Started,
-    /// Timer `i` fired: 0 is the periodic window, `1 + k` is `trigger_periodically` number `k`.
-    Tick(usize),
-    /// A fixed window's allowed lateness is over.
-    LatenessOver(u64),
-    /// Read on from the local source.
-    Pull,
-}
+/// A fixed window's allowed lateness is over.
+pub(crate) struct LatenessOver(u64);
 
-impl<O: Send + 'static> std::fmt::Debug for Control<O> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Control::Me(_) => f.write_str("Me"),
-            Control::Started => f.write_str("Started"),
-            Control::Tick(i) => write!(f, "Tick({i})"),
-            Control::LatenessOver(w) => write!(f, "LatenessOver({w})"),
-            Control::Pull => f.write_str("Pull"),
-        }
-    }
+/// Read on from the local source.
+pub(crate) struct Pull;
+
+/// A periodic timer: when it fires next, and how to cancel it.
+struct Periodic {
+    period: Duration,
+    next: Instant,
+    timer: TimerRef,
 }
 
 /// The window the stage is filling (global, count, periodic).
@@ -151,7 +138,7 @@ struct Fixed<O> {
 type Input = Option<SubscriptionId>;
 
 /// How many batches a stage reads from its local source before it lets its other messages
-/// (timers, cancellations) in: it goes on by sending itself [`Control::Pull`].
+/// (timers, cancellations) in: it goes on by sending itself [`Pull`].
 const PULL_BATCHES: usize = 16;
 
 /// A source the stage reads itself (it then runs as a producer, with no subscriptions).
@@ -159,41 +146,36 @@ struct Local {
     reader: Box<dyn Reader>,
     /// Events downstream asked for and not yet emitted (negative: emitted ahead, buffered).
     credit: i64,
-    /// A [`Control::Pull`] is on its way.
+    /// A [`Pull`] is on its way.
     pulling: bool,
 }
 
 enum State<O> {
+    /// Before `handle_start`: the logic is made in the stage's own task, so that a panic in a
+    /// user's `init` fails the stage (and the flow) instead of its caller.
+    Unstarted,
     Single(Current<O>),
     Fixed(Fixed<O>),
 }
 
-/// One stage of a layer. It subscribes to its inputs in manual mode and counts demand itself,
-/// exactly as an automatic consumer would (batches of `max - min`, refill at `min`), and runs
-/// its windows' logic. A stage with a local source runs as a producer instead: it reads
-/// batches of `max` events from the source while its consumers' demand is unmet.
-pub(crate) struct FlowStage<O: Send + 'static> {
+/// One stage of a layer: a producer-consumer of packets, in automatic mode (the engine cuts
+/// each packet into batches of `max - min` and refills at `min`), running its windows' logic.
+/// A stage with a local source runs as a producer instead: it reads batches of `max` events
+/// from the source while its consumers' demand is unmet.
+pub(crate) struct LayerStage<O: Send + 'static> {
     pos: Position,
     max: usize,
-    min: usize,
-    demands: HashMap<SubscriptionId, Demand>,
+    /// The subscriptions to its inputs (the producers whose watermarks it follows).
+    inputs: Vec<SubscriptionId>,
     consumers: usize,
-    started: bool,
     finished: bool,
     factory: Factory<O>,
     window: StageWindow,
     state: State<O>,
     local: Option<Local>,
-    me: Option<Me<O>>,
-    timers: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl<O: Send + 'static> Drop for FlowStage<O> {
-    fn drop(&mut self) {
-        for t in &self.timers {
-            t.abort();
-        }
-    }
+    periodic: Vec<Periodic>,
+    /// Windows whose lateness timer must be set, by the handler that has a context.
+    lateness_due: Vec<u64>,
 }
 
 fn append<O>(out: &mut Vec<O>, mut more: Vec<O>) {
@@ -204,43 +186,34 @@ fn append<O>(out: &mut Vec<O>, mut more: Vec<O>) {
     }
 }
 
-impl<O: Send + 'static> FlowStage<O> {
-    pub(crate) fn new(
-        pos: Position,
-        max: usize,
-        min: usize,
-        window: StageWindow,
-        factory: Factory<O>,
-    ) -> Self {
-        let state = match window.kind {
-            StageKind::Fixed { .. } => State::Fixed(Fixed {
-                held: BTreeMap::new(),
-                latest: HashMap::new(),
-                all: None,
-                in_lateness: Default::default(),
-            }),
+impl<O: Send + 'static> LayerStage<O> {
+    pub(crate) fn new(pos: Position, max: usize, window: StageWindow, factory: Factory<O>) -> Self {
+        LayerStage {
+            pos,
+            max,
+            inputs: Vec::new(),
+            consumers: 0,
+            finished: false,
+            factory,
+            window,
+            state: State::Unstarted,
+            local: None,
+            periodic: Vec::new(),
+            lateness_due: Vec::new(),
+        }
+    }
+
+    /// The windows' initial state, made in the stage's task.
+    fn initial_state(&self) -> State<O> {
+        match self.window.kind {
+            StageKind::Fixed { .. } => State::Fixed(empty_fixed()),
             _ => State::Single(Current {
                 id: 0,
-                logic: factory(pos),
+                logic: (self.factory)(self.pos),
                 count: 0,
                 since: 0,
                 state: None,
             }),
-        };
-        FlowStage {
-            pos,
-            max,
-            min,
-            demands: HashMap::new(),
-            consumers: 0,
-            started: false,
-            finished: false,
-            factory,
-            window,
-            state,
-            local: None,
-            me: None,
-            timers: Vec::new(),
         }
     }
 
@@ -279,13 +252,14 @@ impl<O: Send + 'static> FlowStage<O> {
     }
 
     /// The inputs are done: every window fires `Done` (Flow rules R5, W-C1, W-P1, W-F7).
-    fn finish(&mut self, ctx: &mut Context<O>) {
+    fn finish(&mut self, ctx: &mut Context<Self>) {
         if self.finished {
             return;
         }
         self.finished = true;
         let mut out = Vec::new();
-        match std::mem::replace(&mut self.state, State::Fixed(empty_fixed())) {
+        match std::mem::replace(&mut self.state, State::Unstarted) {
+            State::Unstarted => {}
             State::Single(mut current) => {
                 let done = self.trigger(current.id, TriggerName::Done);
                 append(&mut out, current.logic.trigger(&done));
@@ -305,36 +279,11 @@ impl<O: Send + 'static> FlowStage<O> {
                 }
             }
         }
-        for t in self.timers.drain(..) {
-            t.abort();
+        for periodic in self.periodic.drain(..) {
+            ctx.cancel_timer(periodic.timer);
         }
         ctx.emit(out);
         ctx.finish();
-    }
-
-    /// Cuts one packet into batches of at most `max - min`, processing each and asking for
-    /// what it used.
-    fn cut(&mut self, packet: Packet, id: SubscriptionId, ctx: &mut Context<O>, out: &mut Vec<O>) {
-        let Some(&demand) = self.demands.get(&id) else {
-            self.process(packet, Some(id), out);
-            return;
-        };
-        let mut demand = demand;
-        let mut message = demand.message(packet.len());
-        let mut rest = Some(packet);
-        while let Some(batch) = demand.next_batch(&mut message) {
-            let Some(mut chunk) = rest.take() else {
-                break;
-            };
-            if batch.len < chunk.len() {
-                rest = Some(chunk.split_off(batch.len));
-            }
-            self.process(chunk, Some(id), out);
-            ctx.ask(id, batch.ask);
-        }
-        if let Some(d) = self.demands.get_mut(&id) {
-            *d = demand;
-        }
     }
 
     /// One batch of raw input, into its window(s).
@@ -475,7 +424,7 @@ impl<O: Send + 'static> FlowStage<O> {
         };
         let local = self.local.is_some();
         let inputs = || {
-            let subscriptions = self.demands.keys().copied().map(Some);
+            let subscriptions = self.inputs.iter().copied().map(Some);
             local.then_some(None).into_iter().chain(subscriptions)
         };
         if inputs().next().is_none() || inputs().any(|s| !fixed.latest.contains_key(&s)) {
@@ -519,58 +468,66 @@ impl<O: Send + 'static> FlowStage<O> {
                 };
                 let held = fixed.held.get_mut(&id).expect("held");
                 append(out, held.logic.trigger(&mark));
-                self.after(lateness, Control::LatenessOver(id));
+                self.lateness_due.push(id);
             }
         }
     }
 
-    /// Sends the stage `msg` after `delay` (processing time).
-    fn after(&mut self, delay: Duration, msg: Control<O>) {
-        if let Some(me) = self.me.clone() {
-            self.timers.push(tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                me(msg);
-            }));
+    /// Starts the periodic timers (a periodic window, `trigger_periodically`), each timed from
+    /// the stage's start.
+    fn start_timers(&mut self, ctx: &mut Context<Self>) {
+        let mut periods = Vec::new();
+        if let StageKind::Periodic(d) = self.window.kind {
+            periods.push(d);
+        }
+        periods.extend(self.window.periodically.iter().copied());
+        let now = Instant::now();
+        for (i, period) in periods.into_iter().enumerate() {
+            let timer = ctx.send_after(period, Tick(i));
+            self.periodic.push(Periodic {
+                period,
+                next: now + period,
+                timer,
+            });
         }
     }
 
-    fn start_timers(&mut self) {
-        let Some(me) = self.me.clone() else { return };
-        let mut periods = Vec::new();
-        if let StageKind::Periodic(d) = self.window.kind {
-            periods.push((0, d));
+    /// Sets the next tick of periodic timer `i`, from when it was due (no drift).
+    fn rearm(&mut self, i: usize, ctx: &mut Context<Self>) {
+        let Some(periodic) = self.periodic.get_mut(i) else {
+            return;
+        };
+        periodic.next += periodic.period;
+        let delay = periodic.next.saturating_duration_since(Instant::now());
+        periodic.timer = ctx.send_after(delay, Tick(i));
+    }
+
+    /// Sets the timers of the windows that entered their lateness, and emits `out`.
+    fn flush(&mut self, out: Vec<O>, ctx: &mut Context<Self>) {
+        if let StageKind::Fixed { lateness, .. } = self.window.kind {
+            for window in self.lateness_due.drain(..) {
+                ctx.send_after(lateness, LatenessOver(window));
+            }
         }
-        for (k, d) in self.window.periodically.iter().enumerate() {
-            periods.push((k + 1, *d));
-        }
-        for (i, period) in periods {
-            let me = me.clone();
-            self.timers.push(tokio::spawn(async move {
-                let mut interval =
-                    tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-                loop {
-                    interval.tick().await;
-                    if !me(Control::Tick(i)) {
-                        return;
-                    }
-                }
-            }));
-        }
+        ctx.emit(out);
     }
 
     fn tick(&mut self, timer: usize, out: &mut Vec<O>) {
         if self.finished {
             return;
         }
-        if timer == 0 {
+        let periodic_window = matches!(self.window.kind, StageKind::Periodic(_));
+        if periodic_window && timer == 0 {
             self.next_window(out);
             return;
         }
-        let Some(&period) = self.window.periodically.get(timer - 1) else {
+        let k = timer - usize::from(periodic_window);
+        let Some(&period) = self.window.periodically.get(k) else {
             return;
         };
         let name = TriggerName::Periodically(period);
         match &self.state {
+            State::Unstarted => {}
             State::Single(current) => {
                 let trigger = self.trigger(current.id, name);
                 let State::Single(current) = &mut self.state else {
@@ -626,93 +583,12 @@ fn empty_fixed<O>() -> Fixed<O> {
     }
 }
 
-impl<O: Send + 'static> ProducerConsumer for FlowStage<O> {
-    type In = Packet;
+/// The producer side: a stage of a layer with upstreams, or one reading a local source.
+impl<O: Send + 'static> Producer for LayerStage<O> {
     type Out = O;
-    type Call = ();
-    type Reply = ();
-    type Msg = Control<O>;
 
-    async fn handle_subscribe(
-        &mut self,
-        peer: Peer,
-        id: SubscriptionId,
-        _: &SubscribeOptions,
-        ctx: &mut Context<O>,
-    ) -> SubscriptionMode {
-        match peer {
-            Peer::Producer => {
-                self.demands.insert(id, Demand::new(self.max, self.min));
-                ctx.ask(id, self.max);
-                SubscriptionMode::Manual
-            }
-            Peer::Consumer => {
-                self.consumers += 1;
-                SubscriptionMode::Automatic
-            }
-        }
-    }
-
-    async fn handle_events(
-        &mut self,
-        packets: Vec<Packet>,
-        id: SubscriptionId,
-        ctx: &mut Context<O>,
-    ) -> Vec<O> {
-        let mut out = Vec::new();
-        for packet in packets {
-            self.cut(packet, id, ctx, &mut out);
-        }
-        out
-    }
-
-    async fn handle_cancel(
-        &mut self,
-        peer: Peer,
-        cancel: Cancel,
-        id: SubscriptionId,
-        ctx: &mut Context<O>,
-    ) {
-        match peer {
-            Peer::Producer => {
-                if self.demands.remove(&id).is_none() {
-                    return;
-                }
-                // A producer that was gone when we subscribed (or asked) has finished as far as
-                // this stage is concerned; if it failed, the flow reports it from its own exit.
-                if !cancel.reason.is_normal() && cancel.reason != Reason::NoProc {
-                    ctx.stop(cancel.reason);
-                    return;
-                }
-                if let State::Fixed(fixed) = &mut self.state {
-                    // A producer that finished leaves the watermark (rule W-F4).
-                    fixed.latest.remove(&Some(id));
-                }
-                if self.demands.is_empty() && self.started {
-                    self.finish(ctx);
-                } else {
-                    let mut out = Vec::new();
-                    self.watermark(&mut out);
-                    ctx.emit(out);
-                }
-            }
-            Peer::Consumer => self.consumer_left(ctx),
-        }
-    }
-
-    async fn handle_cast(&mut self, control: Control<O>, ctx: &mut Context<O>) {
-        self.control(control, ctx);
-    }
-}
-
-/// A stage with a local source: no subscriptions, it reads the source as its consumers ask.
-impl<O: Send + 'static> Producer for FlowStage<O> {
-    type Out = O;
-    type Call = ();
-    type Reply = ();
-    type Msg = Control<O>;
-
-    async fn handle_demand(&mut self, demand: usize, ctx: &mut Context<O>) -> Vec<O> {
+    /// Only stages with a local source are asked: they read it as their consumers ask.
+    async fn handle_demand(&mut self, demand: usize, ctx: &mut Context<Self>) -> Vec<O> {
         if let Some(local) = &mut self.local {
             local.credit = local.credit.saturating_add_unsigned(demand as u64);
             if !local.pulling {
@@ -726,57 +602,119 @@ impl<O: Send + 'static> Producer for FlowStage<O> {
         &mut self,
         _: SubscriptionId,
         _: &SubscribeOptions,
-        _: &mut Context<O>,
+        _: &mut Context<Self>,
     ) {
         self.consumers += 1;
     }
 
-    async fn handle_cancel(&mut self, _: Cancel, _: SubscriptionId, ctx: &mut Context<O>) {
+    async fn handle_cancel(&mut self, _: Cancel, _: SubscriptionId, ctx: &mut Context<Self>) {
         self.consumer_left(ctx);
     }
 
-    async fn handle_cast(&mut self, control: Control<O>, ctx: &mut Context<O>) {
-        self.control(control, ctx);
+    /// Runs once the stage's subscriptions are made: makes the windows' logic here, in the
+    /// stage's task, starts the timers, and finishes at once a stage with nothing to read.
+    async fn handle_start(&mut self, ctx: &mut Context<Self>) {
+        self.state = self.initial_state();
+        self.start_timers(ctx);
+        if self.inputs.is_empty() && self.local.is_none() {
+            self.finish(ctx);
+        }
     }
 }
 
-impl<O: Send + 'static> FlowStage<O> {
-    fn control(&mut self, control: Control<O>, ctx: &mut Context<O>) {
-        let mut out = Vec::new();
-        match control {
-            Control::Me(me) => {
-                self.me = Some(me);
-                self.start_timers();
-                if self
-                    .local
-                    .as_ref()
-                    .is_some_and(|l| l.credit > 0 && !l.pulling)
-                {
-                    self.pull(ctx);
-                }
-            }
-            Control::Started => {
-                self.started = true;
-                if self.demands.is_empty() && self.local.is_none() {
-                    self.finish(ctx);
-                }
-            }
-            Control::Tick(timer) => self.tick(timer, &mut out),
-            Control::LatenessOver(window) => self.lateness_over(window, &mut out),
-            Control::Pull => {
-                if let Some(local) = &mut self.local {
-                    local.pulling = false;
-                }
-                self.pull(ctx);
-            }
-        }
-        ctx.emit(out);
+/// The consumer side: packets from the layer's inputs.
+impl<O: Send + 'static> Consumer for LayerStage<O> {
+    type In = Packet;
+
+    async fn handle_subscribe(
+        &mut self,
+        id: SubscriptionId,
+        _: &SubscribeOptions,
+        _: &mut Context<Self>,
+    ) -> SubscriptionMode {
+        self.inputs.push(id);
+        SubscriptionMode::Automatic
     }
 
+    async fn handle_events(
+        &mut self,
+        packets: Vec<Packet>,
+        id: SubscriptionId,
+        ctx: &mut Context<Self>,
+    ) {
+        let mut out = Vec::new();
+        for packet in packets {
+            self.process(packet, Some(id), &mut out);
+        }
+        self.flush(out, ctx);
+    }
+
+    async fn handle_packet(&mut self, packet: Packet, id: SubscriptionId, ctx: &mut Context<Self>) {
+        let mut out = Vec::new();
+        self.process(packet, Some(id), &mut out);
+        self.flush(out, ctx);
+    }
+
+    async fn handle_cancel(&mut self, cancel: Cancel, id: SubscriptionId, ctx: &mut Context<Self>) {
+        let Some(at) = self.inputs.iter().position(|i| *i == id) else {
+            return;
+        };
+        self.inputs.swap_remove(at);
+        // A producer that was gone when we subscribed (or asked) has finished as far as this
+        // stage is concerned; if it failed, the flow reports it from its own exit.
+        let reason = cancel.into_reason();
+        if !reason.is_normal() && reason != Reason::NoProc {
+            ctx.stop(reason);
+            return;
+        }
+        if let State::Fixed(fixed) = &mut self.state {
+            // A producer that finished leaves the watermark.
+            fixed.latest.remove(&Some(id));
+        }
+        if self.inputs.is_empty() && !matches!(self.state, State::Unstarted) {
+            self.finish(ctx);
+        } else {
+            let mut out = Vec::new();
+            self.watermark(&mut out);
+            self.flush(out, ctx);
+        }
+    }
+}
+
+impl<O: Send + 'static> Info<Tick> for LayerStage<O> {
+    async fn handle_info(&mut self, Tick(timer): Tick, ctx: &mut Context<Self>) {
+        if self.finished {
+            return;
+        }
+        self.rearm(timer, ctx);
+        let mut out = Vec::new();
+        self.tick(timer, &mut out);
+        self.flush(out, ctx);
+    }
+}
+
+impl<O: Send + 'static> Info<LatenessOver> for LayerStage<O> {
+    async fn handle_info(&mut self, LatenessOver(window): LatenessOver, ctx: &mut Context<Self>) {
+        let mut out = Vec::new();
+        self.lateness_over(window, &mut out);
+        self.flush(out, ctx);
+    }
+}
+
+impl<O: Send + 'static> Cast<Pull> for LayerStage<O> {
+    async fn handle_cast(&mut self, _: Pull, ctx: &mut Context<Self>) {
+        if let Some(local) = &mut self.local {
+            local.pulling = false;
+        }
+        self.pull(ctx);
+    }
+}
+
+impl<O: Send + 'static> LayerStage<O> {
     /// Reads the local source while downstream demand is unmet, at most [`PULL_BATCHES`]
-    /// batches at a time, then sends itself [`Control::Pull`] to go on after the messages
-    /// that arrived meanwhile; finishes the stage once the source is exhausted.
-    fn pull(&mut self, ctx: &mut Context<O>) {
+    /// batches at a time, then sends itself [`Pull`] to go on after the messages that arrived
+    /// meanwhile; finishes the stage once the source is exhausted.
+    fn pull(&mut self, ctx: &mut Context<Self>) {
         let mut out = Vec::new();
         for _ in 0..PULL_BATCHES {
             let Some(local) = &mut self.local else { return };
@@ -784,7 +722,7 @@ impl<O: Send + 'static> FlowStage<O> {
                 break;
             }
             let Some(batch) = local.reader.next() else {
-                ctx.emit(out);
+                self.flush(out, ctx);
                 self.finish(ctx);
                 return;
             };
@@ -792,16 +730,16 @@ impl<O: Send + 'static> FlowStage<O> {
         }
         let Some(local) = &mut self.local else { return };
         local.credit -= out.len() as i64;
-        ctx.emit(out);
-        // Without `me` yet, the `Me` message is on its way and pulls when it arrives.
-        if let (true, false, Some(me)) = (local.credit > 0, self.finished, &self.me) {
-            local.pulling = me(Control::Pull);
+        let more = local.credit > 0 && !self.finished;
+        if more {
+            local.pulling = ctx.myself().cast(Pull).is_ok();
         }
+        self.flush(out, ctx);
     }
 
     /// A consumer cancelled. Once none is left, whoever read this flow is gone: the stage
     /// stops, and with it the stages feeding it.
-    fn consumer_left(&mut self, ctx: &mut Context<O>) {
+    fn consumer_left(&mut self, ctx: &mut Context<Self>) {
         self.consumers -= 1;
         if self.consumers == 0 && !self.finished {
             ctx.stop(Reason::Shutdown);
