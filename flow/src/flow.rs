@@ -171,6 +171,8 @@ enum Feed {
 #[derive(Clone)]
 pub(crate) struct Options {
     pub(crate) stages: usize,
+    /// Whether `stages` was given (a bare source then runs as a layer of that many stages).
+    pub(crate) stages_given: bool,
     pub(crate) max_demand: usize,
     pub(crate) min_demand: Option<usize>,
     pub(crate) window: StageWindow,
@@ -190,12 +192,16 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             stages: default_stages(),
+            stages_given: false,
             max_demand: stage::DEFAULT_MAX_DEMAND,
             min_demand: None,
             window: StageWindow::default(),
         }
     }
 }
+
+/// The most stages a layer may run: 65,536.
+pub const MAX_STAGES: usize = stage::MAX_PARTITIONS;
 
 /// The default number of stages in a layer: the number of cores.
 pub fn default_stages() -> usize {
@@ -206,6 +212,10 @@ impl Options {
     fn limits(&self) -> Result<(usize, usize), Error> {
         if self.stages == 0 {
             return Err(OptionError::new("stages", "must be at least 1", 0).into());
+        }
+        if self.stages > MAX_STAGES {
+            let rule = format!("must be at most {MAX_STAGES}");
+            return Err(OptionError::new("stages", rule, self.stages).into());
         }
         if let Some((option, rule)) = &self.window.invalid {
             return Err(OptionError::new(option, rule.clone(), "the window given").into());
@@ -467,6 +477,7 @@ impl<T: Send + 'static> Flow<T> {
         }
         if let Some(o) = self.options_mut() {
             o.stages = stages;
+            o.stages_given = true;
         }
         self
     }
@@ -558,6 +569,13 @@ impl<T: Send + 'static> Flow<T> {
         stages: &Stages,
     ) -> Result<Vec<ProducerRef<T>>, Error> {
         match self.repr? {
+            // A bare source asked for a number of stages runs them, as a layer.
+            Repr::Source { start, options } if options.stages_given => {
+                let source = Flow {
+                    repr: Ok(Repr::Source { start, options }),
+                };
+                source.into_layer()?.start(dispatch, stages)
+            }
             Repr::Source { start, options } => {
                 options.limits()?;
                 start(dispatch, stages)
@@ -824,6 +842,7 @@ impl<T: Send + 'static> Flow<T> {
         let defaults = Options::default();
         let options = Options {
             stages,
+            stages_given: true,
             max_demand: partition.max_demand.unwrap_or(defaults.max_demand),
             min_demand: partition.min_demand,
             window: StageWindow::default(),

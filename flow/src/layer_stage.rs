@@ -132,7 +132,26 @@ struct Fixed<O> {
     all: Option<u64>,
     /// Windows past their watermark, waiting for their lateness to end.
     in_lateness: std::collections::BTreeSet<u64>,
+    /// Windows being closed, a step per turn.
+    closing: Option<Closing>,
 }
+
+/// Windows a stage has yet to close: `next..end`, at the watermark or (`finish`) at the end.
+#[derive(Clone, Copy, Debug)]
+struct Closing {
+    next: u64,
+    end: u64,
+    finish: bool,
+}
+
+/// How many fixed windows a stage closes in one turn. An event far ahead in event time closes
+/// every window up to it, each empty one with a trigger of its own (a million for a 1,000 s
+/// jump over 1 ms windows): they are closed this many at a time, the stage sending itself
+/// [`CloseMore`] for the rest, so that cancels, calls and timers get in between.
+const CLOSE_STEP: u64 = 1024;
+
+/// Close the next [`CLOSE_STEP`] windows.
+pub(crate) struct CloseMore;
 
 /// Where a batch came from: a subscription, or (`None`) the stage's local source.
 type Input = Option<SubscriptionId>;
@@ -176,6 +195,8 @@ pub(crate) struct LayerStage<O: Send + 'static> {
     periodic: Vec<Periodic>,
     /// Windows whose lateness timer must be set, by the handler that has a context.
     lateness_due: Vec<u64>,
+    /// A [`CloseMore`] is on its way.
+    closing_scheduled: bool,
 }
 
 fn append<O>(out: &mut Vec<O>, mut more: Vec<O>) {
@@ -200,6 +221,7 @@ impl<O: Send + 'static> LayerStage<O> {
             local: None,
             periodic: Vec::new(),
             lateness_due: Vec::new(),
+            closing_scheduled: false,
         }
     }
 
@@ -257,6 +279,9 @@ impl<O: Send + 'static> LayerStage<O> {
             return;
         }
         self.finished = true;
+        for periodic in self.periodic.drain(..) {
+            ctx.cancel_timer(periodic.timer);
+        }
         let mut out = Vec::new();
         match std::mem::replace(&mut self.state, State::Unstarted) {
             State::Unstarted => {}
@@ -265,25 +290,88 @@ impl<O: Send + 'static> LayerStage<O> {
                 append(&mut out, current.logic.trigger(&done));
             }
             State::Fixed(mut fixed) => {
-                if let (Some(&low), Some(&high)) =
-                    (fixed.held.keys().next(), fixed.held.keys().next_back())
-                {
-                    for id in low..=high {
-                        let mut logic = match fixed.held.remove(&id) {
-                            Some(held) => held.logic,
-                            None => (self.factory)(self.pos),
-                        };
-                        let done = self.trigger(id, TriggerName::Done);
-                        append(&mut out, logic.trigger(&done));
-                    }
+                // Every window from the lowest held (or still to close) to the highest held.
+                let low = fixed.held.keys().next().copied();
+                let low = match fixed.closing {
+                    Some(c) => Some(low.map_or(c.next, |l| l.min(c.next))),
+                    None => low,
+                };
+                if let (Some(low), Some(&high)) = (low, fixed.held.keys().next_back()) {
+                    fixed.closing = Some(Closing {
+                        next: low,
+                        end: high + 1,
+                        finish: true,
+                    });
+                } else {
+                    fixed.closing = None;
                 }
+                self.state = State::Fixed(fixed);
             }
         }
-        for periodic in self.periodic.drain(..) {
-            ctx.cancel_timer(periodic.timer);
+        self.flush(out, ctx);
+    }
+
+    /// Closes the next [`CLOSE_STEP`] windows of the range being closed. Returns whether more
+    /// remain.
+    fn close_some(&mut self, out: &mut Vec<O>) -> bool {
+        let lateness = match self.window.kind {
+            StageKind::Fixed { lateness, .. } => lateness,
+            _ => return false,
+        };
+        let State::Fixed(fixed) = &mut self.state else {
+            return false;
+        };
+        let Some(closing) = fixed.closing else {
+            return false;
+        };
+        let stop = closing.end.min(closing.next.saturating_add(CLOSE_STEP));
+        for id in closing.next..stop {
+            let State::Fixed(fixed) = &mut self.state else {
+                return false;
+            };
+            if !closing.finish && fixed.in_lateness.contains(&id) {
+                // Already past its watermark: its lateness timer closes it.
+                continue;
+            }
+            fixed.in_lateness.remove(&id);
+            if closing.finish || lateness.is_zero() {
+                let mut logic = match fixed.held.remove(&id) {
+                    Some(held) => held.logic,
+                    None => (self.factory)(self.pos),
+                };
+                let done = self.trigger(id, TriggerName::Done);
+                append(out, logic.trigger(&done));
+            } else {
+                // The window (a gap one too) waits for late events until its lateness is over.
+                let (factory, pos) = (&self.factory, self.pos);
+                fixed.held.entry(id).or_insert_with(|| Held {
+                    logic: factory(pos),
+                    since: 0,
+                    state: None,
+                });
+                fixed.in_lateness.insert(id);
+                let mark = self.trigger(id, TriggerName::Watermark);
+                let State::Fixed(fixed) = &mut self.state else {
+                    return false;
+                };
+                let held = fixed.held.get_mut(&id).expect("held");
+                append(out, held.logic.trigger(&mark));
+                self.lateness_due.push(id);
+            }
         }
-        ctx.emit(out);
-        ctx.finish();
+        let State::Fixed(fixed) = &mut self.state else {
+            return false;
+        };
+        if stop >= closing.end {
+            fixed.closing = None;
+            false
+        } else {
+            fixed.closing = Some(Closing {
+                next: stop,
+                ..closing
+            });
+            true
+        }
     }
 
     /// One batch of raw input, into its window(s).
@@ -416,7 +504,7 @@ impl<O: Send + 'static> LayerStage<O> {
     /// Closes every fixed window all upstream producers have moved past (rules W-F4, W-F5,
     /// W-F6): `Done` (or `Watermark` and a timer, with lateness), gaps included.
     fn watermark(&mut self, out: &mut Vec<O>) {
-        let StageKind::Fixed { lateness, .. } = self.window.kind else {
+        let StageKind::Fixed { .. } = self.window.kind else {
             return;
         };
         let State::Fixed(fixed) = &mut self.state else {
@@ -440,37 +528,18 @@ impl<O: Send + 'static> LayerStage<O> {
             return;
         }
         fixed.all = Some(min);
-        for id in from..min {
-            let State::Fixed(fixed) = &mut self.state else {
-                return;
-            };
-            if fixed.in_lateness.contains(&id) {
-                continue;
-            }
-            if lateness.is_zero() {
-                let mut logic = match fixed.held.remove(&id) {
-                    Some(held) => held.logic,
-                    None => (self.factory)(self.pos),
-                };
-                let done = self.trigger(id, TriggerName::Done);
-                append(out, logic.trigger(&done));
-            } else {
-                let (factory, pos) = (&self.factory, self.pos);
-                fixed.held.entry(id).or_insert_with(|| Held {
-                    logic: factory(pos),
-                    since: 0,
-                    state: None,
-                });
-                fixed.in_lateness.insert(id);
-                let mark = self.trigger(id, TriggerName::Watermark);
-                let State::Fixed(fixed) = &mut self.state else {
-                    return;
-                };
-                let held = fixed.held.get_mut(&id).expect("held");
-                append(out, held.logic.trigger(&mark));
-                self.lateness_due.push(id);
-            }
-        }
+        fixed.closing = Some(match fixed.closing {
+            Some(c) => Closing {
+                end: c.end.max(min),
+                ..c
+            },
+            None => Closing {
+                next: from,
+                end: min,
+                finish: false,
+            },
+        });
+        self.close_some(out);
     }
 
     /// Starts the periodic timers (a periodic window, `trigger_periodically`), each timed from
@@ -502,7 +571,9 @@ impl<O: Send + 'static> LayerStage<O> {
         periodic.timer = ctx.send_after(delay, Tick(i));
     }
 
-    /// Sets the timers of the windows that entered their lateness, and emits `out`.
+    /// Sets the timers of the windows that entered their lateness, emits `out`, and goes on
+    /// with the windows still to close on the next turn; a finished stage whose windows are
+    /// all closed finishes.
     fn flush(&mut self, out: Vec<O>, ctx: &mut Context<Self>) {
         if let StageKind::Fixed { lateness, .. } = self.window.kind {
             for window in self.lateness_due.drain(..) {
@@ -510,6 +581,14 @@ impl<O: Send + 'static> LayerStage<O> {
             }
         }
         ctx.emit(out);
+        let closing = matches!(&self.state, State::Fixed(f) if f.closing.is_some());
+        if closing {
+            if !self.closing_scheduled {
+                self.closing_scheduled = ctx.myself().cast(CloseMore).is_ok();
+            }
+        } else if self.finished {
+            ctx.finish();
+        }
     }
 
     fn tick(&mut self, timer: usize, out: &mut Vec<O>) {
@@ -580,6 +659,7 @@ fn empty_fixed<O>() -> Fixed<O> {
         latest: HashMap::new(),
         all: None,
         in_lateness: Default::default(),
+        closing: None,
     }
 }
 
@@ -701,6 +781,15 @@ impl<O: Send + 'static> Info<LatenessOver> for LayerStage<O> {
     }
 }
 
+impl<O: Send + 'static> Cast<CloseMore> for LayerStage<O> {
+    async fn handle_cast(&mut self, _: CloseMore, ctx: &mut Context<Self>) {
+        self.closing_scheduled = false;
+        let mut out = Vec::new();
+        self.close_some(&mut out);
+        self.flush(out, ctx);
+    }
+}
+
 impl<O: Send + 'static> Cast<Pull> for LayerStage<O> {
     async fn handle_cast(&mut self, _: Pull, ctx: &mut Context<Self>) {
         if let Some(local) = &mut self.local {
@@ -741,7 +830,8 @@ impl<O: Send + 'static> LayerStage<O> {
     /// stops, and with it the stages feeding it.
     fn consumer_left(&mut self, ctx: &mut Context<Self>) {
         self.consumers -= 1;
-        if self.consumers == 0 && !self.finished {
+        let closing = matches!(&self.state, State::Fixed(f) if f.closing.is_some());
+        if self.consumers == 0 && (!self.finished || closing) {
             ctx.stop(Reason::Shutdown);
         }
     }

@@ -85,7 +85,7 @@ mod trigger;
 mod window;
 
 pub use crate::error::{Error, ErrorKind};
-pub use crate::flow::{Flow, default_stages};
+pub use crate::flow::{Flow, MAX_STAGES, default_stages};
 pub use crate::partition::Partition;
 pub use crate::reduce::{EmitReduced, Reduced};
 pub use crate::run::{FlowHandle, FlowStream};

@@ -212,7 +212,7 @@ where
 
     fn keep(&mut self, events: Vec<T>) {
         self.held.extend(events);
-        if self.held.len() > 2 * self.n.max(16) {
+        if self.held.len() > self.n.max(16).saturating_mul(2) {
             self.trim();
         }
     }

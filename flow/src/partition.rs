@@ -71,7 +71,7 @@ impl<T: Send + 'static> Partition<T> {
         let route: Route<T> = Arc::new(move |n| {
             let hash_fn = Arc::clone(&hash_fn);
             let routing = PartitionDispatcher::with_hash(n, move |e: &T| Some(hash_fn(e) % n))
-                .expect("at least 2 partitions")
+                .expect("the layer's options are checked first: 2 to MAX_STAGES partitions")
                 // The next layer's stages ask for what they can hold: nothing to drop.
                 .queue_limit(usize::MAX);
             Box::new(routing)

@@ -44,6 +44,9 @@ pub(crate) struct Setup<S, I, O> {
     pub(crate) subscriptions: Vec<(ProducerRef<I>, SubscribeOptions)>,
 }
 
+/// A consumer of the stage, by subscription.
+type Sink<T> = (SubscriptionId, Box<dyn Downstream<T>>);
+
 /// What woke the stage up.
 enum Woken<S, I, O> {
     Mail(Envelope<S, I, O>),
@@ -58,7 +61,7 @@ pub(crate) struct Engine<S, D: Drive<S>> {
     inlet: Inlet<D::In, Job<S>>,
     outlet: Outlet<D::Out, Job<S>>,
     /// The stage's consumers. Few in practice: a linear search beats hashing.
-    sinks: Vec<(SubscriptionId, Box<dyn Downstream<D::Out>>)>,
+    sinks: Vec<Sink<D::Out>>,
     had_consumers: bool,
     /// Set when the stage should stop with this reason once everything it holds is sent.
     finishing: Option<Reason>,
