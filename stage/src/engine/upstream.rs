@@ -163,12 +163,19 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
             if cut.excess > 0 {
                 error!(stage = %self.name, %id, excess = cut.excess, "consumer received events in excess of its demand");
             }
-            let rest = (cut.len < batch.len()).then(|| batch.split_off(cut.len));
+            // The rest waits in `unhandled` while the handler runs: if it panics, the stage
+            // gives it back to the producer when it exits.
+            let more = cut.len < batch.len();
+            if more {
+                let rest = batch.split_off(cut.len);
+                self.unhandled.push((id, rest));
+            }
             self.handle_batch(batch, id).await;
             self.send_ask(id, cut.ask);
-            let Some(rest) = rest else {
+            if !more {
                 return;
-            };
+            }
+            let (_, rest) = self.unhandled.pop().expect("pushed before the handler ran");
             if self.stop.is_some() {
                 // Never handled: given back to the producer when the stage exits.
                 self.unhandled.push((id, rest));

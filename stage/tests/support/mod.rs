@@ -4,6 +4,8 @@
 //! so tests use calls as barriers instead of sleeping.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod checked;
+
 use std::collections::VecDeque;
 use std::future::Future;
 use std::time::Duration;
