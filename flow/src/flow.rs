@@ -137,7 +137,7 @@ pub struct Flow<T> {
 }
 
 enum Repr<T> {
-    /// Producers with no operations yet: they feed the next layer directly (Flow rule M3).
+    /// Producers with no operations yet: they feed the next layer directly.
     Source { start: Start<T>, options: Options },
     /// A layer of stages.
     Layer(Layer<T>),

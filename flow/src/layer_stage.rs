@@ -12,8 +12,8 @@ use tokio::time::Instant;
 
 use crate::logic::{Factory, Logic, Position};
 use crate::source::{Chunks, Reader};
-use crate::trigger::{Trigger, TriggerName, WindowKind};
-use crate::window::{Custom, StageKind, StageWindow, Step};
+use crate::trigger::{Trigger, TriggerName, WindowType};
+use crate::window::{Custom, StageWindow, StageWindowing, Step};
 
 type TriggerState = Option<Box<dyn std::any::Any + Send>>;
 
@@ -21,7 +21,7 @@ type TriggerState = Option<Box<dyn std::any::Any + Send>>;
 #[derive(Clone, Copy)]
 struct Triggers {
     pos: Position,
-    kind: WindowKind,
+    window_type: WindowType,
     /// Fixed windows report their start in ms.
     scale: u64,
 }
@@ -31,7 +31,7 @@ impl Triggers {
         Trigger {
             partition: self.pos.index,
             partitions: self.pos.count,
-            kind: self.kind,
+            window_type: self.window_type,
             window: window * self.scale,
             name,
         }
@@ -123,7 +123,7 @@ struct Held<O> {
     state: TriggerState,
 }
 
-/// Fixed windows (Flow rules W-F2 to W-F7).
+/// Fixed windows (`docs/semantics.md`, *Flow: reducing, windows and triggers*).
 struct Fixed<O> {
     held: BTreeMap<u64, Held<O>>,
     /// Each input's most recent window.
@@ -227,8 +227,8 @@ impl<O: Send + 'static> LayerStage<O> {
 
     /// The windows' initial state, made in the stage's task.
     fn initial_state(&self) -> State<O> {
-        match self.window.kind {
-            StageKind::Fixed { .. } => State::Fixed(empty_fixed()),
+        match self.window.windowing {
+            StageWindowing::Fixed { .. } => State::Fixed(empty_fixed()),
             _ => State::Single(Current {
                 id: 0,
                 logic: (self.factory)(self.pos),
@@ -249,21 +249,21 @@ impl<O: Send + 'static> LayerStage<O> {
         self
     }
 
-    fn kind(&self) -> WindowKind {
-        match self.window.kind {
-            StageKind::Global => WindowKind::Global,
-            StageKind::Count(_) => WindowKind::Count,
-            StageKind::Periodic(_) => WindowKind::Periodic,
-            StageKind::Fixed { .. } => WindowKind::Fixed,
+    fn window_type(&self) -> WindowType {
+        match self.window.windowing {
+            StageWindowing::Global => WindowType::Global,
+            StageWindowing::Count(_) => WindowType::Count,
+            StageWindowing::Periodic(_) => WindowType::Periodic,
+            StageWindowing::Fixed { .. } => WindowType::Fixed,
         }
     }
 
     fn triggers(&self) -> Triggers {
         Triggers {
             pos: self.pos,
-            kind: self.kind(),
-            scale: match self.window.kind {
-                StageKind::Fixed { duration_ms, .. } => duration_ms,
+            window_type: self.window_type(),
+            scale: match self.window.windowing {
+                StageWindowing::Fixed { duration_ms, .. } => duration_ms,
                 _ => 1,
             },
         }
@@ -273,7 +273,7 @@ impl<O: Send + 'static> LayerStage<O> {
         self.triggers().make(window, name)
     }
 
-    /// The inputs are done: every window fires `Done` (Flow rules R5, W-C1, W-P1, W-F7).
+    /// The inputs are done: every window fires `Done`.
     fn finish(&mut self, ctx: &mut Context<Self>) {
         if self.finished {
             return;
@@ -314,8 +314,8 @@ impl<O: Send + 'static> LayerStage<O> {
     /// Closes the next [`CLOSE_STEP`] windows of the range being closed. Returns whether more
     /// remain.
     fn close_some(&mut self, out: &mut Vec<O>) -> bool {
-        let lateness = match self.window.kind {
-            StageKind::Fixed { lateness, .. } => lateness,
+        let lateness = match self.window.windowing {
+            StageWindowing::Fixed { lateness, .. } => lateness,
             _ => return false,
         };
         let State::Fixed(fixed) = &mut self.state else {
@@ -376,13 +376,15 @@ impl<O: Send + 'static> LayerStage<O> {
 
     /// One batch of raw input, into its window(s).
     fn process(&mut self, batch: Packet, sub: Input, out: &mut Vec<O>) {
-        match &self.window.kind {
-            StageKind::Global | StageKind::Periodic(_) => self.feed_current(batch, None, out),
-            StageKind::Count(n) => {
+        match &self.window.windowing {
+            StageWindowing::Global | StageWindowing::Periodic(_) => {
+                self.feed_current(batch, None, out)
+            }
+            StageWindowing::Count(n) => {
                 let n = *n;
                 self.feed_current(batch, Some(n), out)
             }
-            StageKind::Fixed { split, .. } => {
+            StageWindowing::Fixed { split, .. } => {
                 let runs = split(batch);
                 for (window, run) in runs {
                     self.feed_fixed(sub, window, run, out);
@@ -392,8 +394,7 @@ impl<O: Send + 'static> LayerStage<O> {
         }
     }
 
-    /// Feeds the current window, starting the next count window after its `n`-th event
-    /// (Flow rule W-C1).
+    /// Feeds the current window, starting the next count window after its `n`-th event.
     fn feed_current(&mut self, mut batch: Packet, limit: Option<usize>, out: &mut Vec<O>) {
         let triggers = self.triggers();
         loop {
@@ -450,7 +451,7 @@ impl<O: Send + 'static> LayerStage<O> {
         append(out, old.trigger(&done));
     }
 
-    /// A run of events of fixed window `window` from input `sub` (rule W-F3).
+    /// A run of events of fixed window `window` from input `sub`.
     fn feed_fixed(&mut self, sub: Input, window: u64, run: Packet, out: &mut Vec<O>) {
         let State::Fixed(fixed) = &mut self.state else {
             return;
@@ -462,9 +463,9 @@ impl<O: Send + 'static> LayerStage<O> {
         if !fixed.held.contains_key(&window) {
             let open = latest.is_none_or(|l| window >= l) && fixed.all.is_none_or(|a| window >= a);
             if !open {
-                if let StageKind::Fixed {
+                if let StageWindowing::Fixed {
                     late: Some(late), ..
-                } = &self.window.kind
+                } = &self.window.windowing
                 {
                     late(run);
                 }
@@ -501,10 +502,10 @@ impl<O: Send + 'static> LayerStage<O> {
         );
     }
 
-    /// Closes every fixed window all upstream producers have moved past (rules W-F4, W-F5,
-    /// W-F6): `Done` (or `Watermark` and a timer, with lateness), gaps included.
+    /// Closes every fixed window all upstream producers have moved past: `Done` (or
+    /// `Watermark` and a timer, with lateness), gaps included, [`CLOSE_STEP`] per turn.
     fn watermark(&mut self, out: &mut Vec<O>) {
-        let StageKind::Fixed { .. } = self.window.kind else {
+        let StageWindowing::Fixed { .. } = self.window.windowing else {
             return;
         };
         let State::Fixed(fixed) = &mut self.state else {
@@ -546,7 +547,7 @@ impl<O: Send + 'static> LayerStage<O> {
     /// the stage's start.
     fn start_timers(&mut self, ctx: &mut Context<Self>) {
         let mut periods = Vec::new();
-        if let StageKind::Periodic(d) = self.window.kind {
+        if let StageWindowing::Periodic(d) = self.window.windowing {
             periods.push(d);
         }
         periods.extend(self.window.periodically.iter().copied());
@@ -575,7 +576,7 @@ impl<O: Send + 'static> LayerStage<O> {
     /// with the windows still to close on the next turn; a finished stage whose windows are
     /// all closed finishes.
     fn flush(&mut self, out: Vec<O>, ctx: &mut Context<Self>) {
-        if let StageKind::Fixed { lateness, .. } = self.window.kind {
+        if let StageWindowing::Fixed { lateness, .. } = self.window.windowing {
             for window in self.lateness_due.drain(..) {
                 ctx.send_after(lateness, LatenessOver(window));
             }
@@ -595,7 +596,7 @@ impl<O: Send + 'static> LayerStage<O> {
         if self.finished {
             return;
         }
-        let periodic_window = matches!(self.window.kind, StageKind::Periodic(_));
+        let periodic_window = matches!(self.window.windowing, StageWindowing::Periodic(_));
         if periodic_window && timer == 0 {
             self.next_window(out);
             return;
@@ -616,7 +617,7 @@ impl<O: Send + 'static> LayerStage<O> {
             }
             State::Fixed(fixed) => {
                 // Every window from the lowest held to the highest, gaps included: a gap
-                // window is opened (fresh) and kept, as upstream does (rule T2).
+                // window is opened (fresh) and kept, as upstream does.
                 let (Some(&low), Some(&high)) =
                     (fixed.held.keys().next(), fixed.held.keys().next_back())
                 else {

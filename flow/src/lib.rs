@@ -42,9 +42,23 @@
 //! folds each stage's events into an accumulator. What it emits is chosen on the returned
 //! [`Reduced`] with [`emit_events`](Reduced::emit_events), [`emit_state`](Reduced::emit_state),
 //! [`emit_nothing`](Reduced::emit_nothing) or [`on_trigger`](Reduced::on_trigger), called when a
-//! [`Trigger`] fires: for now the global window's `Done`, when the stage's inputs are finished.
-//! A mapper or a second reduce on a `Reduced` does not compile; [`Flow::departition`] and
-//! [`Flow::take_sort`] combine the stages' results into one.
+//! [`Trigger`] fires: each window's `Done` (for the global window, when the stage's inputs are
+//! finished), and the triggers its [`Window`] adds (every `n` events, periodically, at a fixed
+//! window's watermark, or custom). A mapper after `on_trigger` applies to what the triggers
+//! emit; a mapper or a second reduce on a `Reduced` itself does not compile;
+//! [`Flow::departition`] and [`Flow::take_sort`] combine the stages' results into one.
+//!
+//! ```compile_fail
+//! // `map` on a `Reduced` does not compile: choose what the reduce emits first.
+//! let _ = flow::Flow::from_iter(0..10).reduce(|| 0, |s, x| *s += x).map(|s| s + 1);
+//! ```
+//!
+//! # Windows
+//!
+//! [`Flow::window`] sets the current layer's windows: [`Window::global`] (the default),
+//! [`Window::count`], [`Window::periodic`] (processing time) and [`Window::fixed`] (event time,
+//! closed by watermarks, with allowed lateness). `docs/semantics.md` in the repository has
+//! every rule, with where this library differs from Flow.
 //!
 //! # Running
 //!
@@ -69,7 +83,11 @@
 //! - Misuse is a compile error where the types allow (`map` after `reduce`), an [`Error`]
 //!   when the flow starts otherwise, never a crash.
 //! - `group_by` keeps values in arrival order (Elixir prepends, so its lists are newest first).
-//! - A trigger's whole output reaches `departition` as one unit (Flow's rule DP5 bug).
+//! - A trigger's whole output reaches `departition` as one unit (in upstream Flow it can run
+//!   `done` twice).
+//! - A panic anywhere, `reduce`'s `init` included, fails the flow and stops all its stages.
+//! - Fixed windows close at most 1,024 windows per turn, so a jump far ahead in event time
+//!   never blocks a stage.
 #![forbid(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 
@@ -89,5 +107,5 @@ pub use crate::flow::{Flow, MAX_STAGES, default_stages};
 pub use crate::partition::Partition;
 pub use crate::reduce::{EmitReduced, Reduced};
 pub use crate::run::{FlowHandle, FlowStream};
-pub use crate::trigger::{Trigger, TriggerName, WindowKind};
+pub use crate::trigger::{Trigger, TriggerName, WindowType};
 pub use crate::window::{LateEvents, Punctuation, Window};

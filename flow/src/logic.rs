@@ -220,7 +220,7 @@ where
     fn trim(&mut self) {
         let cmp = &*self.cmp;
         if self.held.len() > self.n {
-            // Stable, so equal events keep their arrival order (rule DP6).
+            // Stable, so equal events keep their arrival order.
             self.held.sort_by(cmp);
             self.held.truncate(self.n);
         }
@@ -287,7 +287,7 @@ impl<T: Send + 'static> Logic<Tagged<T>> for Tag<T> {
         }]
     }
     fn trigger(&mut self, trigger: &Trigger) -> Vec<Tagged<T>> {
-        // A trigger's whole output is one unit, even when empty (upstream bug DP5 avoided).
+        // A trigger's whole output is one unit, even when empty (upstream may split it and run `done` twice).
         vec![Tagged {
             partition: self.partition,
             window: trigger.window,
@@ -367,7 +367,7 @@ where
         if !trigger.is_done() {
             return Vec::new();
         }
-        // Windows some partition never completed come out at the end, in window order (DP3).
+        // Windows some partition never completed come out at the end, in window order.
         std::mem::take(&mut self.windows)
             .into_values()
             .map(|(_, acc)| (self.done)(acc))

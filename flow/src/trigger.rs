@@ -9,8 +9,8 @@ pub struct Trigger {
     pub partition: usize,
     /// How many stages the layer has.
     pub partitions: usize,
-    /// The kind of window the trigger fired for.
-    pub kind: WindowKind,
+    /// The sort of window the trigger fired for.
+    pub window_type: WindowType,
     /// The window: 0 for the global window, the window's index (from 0) for count and
     /// periodic windows, the window's start in milliseconds for fixed windows.
     pub window: u64,
@@ -18,10 +18,10 @@ pub struct Trigger {
     pub name: TriggerName,
 }
 
-/// The kind of a window (Flow's window `type`).
+/// What sort of window a trigger fired for (Flow's window `type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum WindowKind {
+pub enum WindowType {
     /// The global window.
     Global,
     /// A count window.

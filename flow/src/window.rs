@@ -38,7 +38,7 @@ use stage::Packet;
 /// assert_eq!(sums, [55, 155, 115]);
 /// ```
 pub struct Window<T> {
-    pub(crate) kind: Kind<T>,
+    pub(crate) windowing: Windowing<T>,
     pub(crate) every: Option<usize>,
     pub(crate) periodically: Vec<Duration>,
     pub(crate) late: Option<LateEvents<T>>,
@@ -46,7 +46,7 @@ pub struct Window<T> {
     custom: Option<Custom>,
 }
 
-pub(crate) enum Kind<T> {
+pub(crate) enum Windowing<T> {
     Global,
     Count(usize),
     Periodic(Duration),
@@ -57,17 +57,17 @@ pub(crate) enum Kind<T> {
     },
 }
 
-impl<T> Clone for Kind<T> {
+impl<T> Clone for Windowing<T> {
     fn clone(&self) -> Self {
         match self {
-            Kind::Global => Kind::Global,
-            Kind::Count(n) => Kind::Count(*n),
-            Kind::Periodic(d) => Kind::Periodic(*d),
-            Kind::Fixed {
+            Windowing::Global => Windowing::Global,
+            Windowing::Count(n) => Windowing::Count(*n),
+            Windowing::Periodic(d) => Windowing::Periodic(*d),
+            Windowing::Fixed {
                 duration,
                 by,
                 lateness,
-            } => Kind::Fixed {
+            } => Windowing::Fixed {
                 duration: *duration,
                 by: Arc::clone(by),
                 lateness: *lateness,
@@ -79,7 +79,7 @@ impl<T> Clone for Kind<T> {
 impl<T> Clone for Window<T> {
     fn clone(&self) -> Self {
         Window {
-            kind: self.kind.clone(),
+            windowing: self.windowing.clone(),
             every: self.every,
             periodically: self.periodically.clone(),
             late: self.late.clone(),
@@ -91,11 +91,11 @@ impl<T> Clone for Window<T> {
 
 impl<T> fmt::Debug for Window<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match &self.kind {
-            Kind::Global => "global".to_owned(),
-            Kind::Count(n) => format!("count({n})"),
-            Kind::Periodic(d) => format!("periodic({d:?})"),
-            Kind::Fixed {
+        let kind = match &self.windowing {
+            Windowing::Global => "global".to_owned(),
+            Windowing::Count(n) => format!("count({n})"),
+            Windowing::Periodic(d) => format!("periodic({d:?})"),
+            Windowing::Fixed {
                 duration, lateness, ..
             } => format!("fixed({duration:?}, lateness {lateness:?})"),
         };
@@ -108,9 +108,9 @@ impl<T> fmt::Debug for Window<T> {
 }
 
 impl<T> Window<T> {
-    fn of(kind: Kind<T>) -> Self {
+    fn of(windowing: Windowing<T>) -> Self {
         Window {
-            kind,
+            windowing,
             every: None,
             periodically: Vec::new(),
             late: None,
@@ -121,18 +121,18 @@ impl<T> Window<T> {
 
     /// The global window: the whole input of a stage, done when its inputs finish.
     pub fn global() -> Self {
-        Window::of(Kind::Global)
+        Window::of(Windowing::Global)
     }
 
     /// Windows of `n` events entering a stage (counted before the layer's mappers). `n` must
     /// be at least 1 (checked when the flow starts).
     pub fn count(n: usize) -> Self {
-        Window::of(Kind::Count(n))
+        Window::of(Windowing::Count(n))
     }
 
     /// Windows of `duration` of processing time, timed per stage from the stage's start.
     pub fn periodic(duration: Duration) -> Self {
-        Window::of(Kind::Periodic(duration))
+        Window::of(Windowing::Periodic(duration))
     }
 
     /// Windows of event time: event `e` belongs to window `by(e) / duration` (`by` gives
@@ -140,7 +140,7 @@ impl<T> Window<T> {
     /// event of a later window. Must be set before the layer's operations, since `by` reads
     /// the layer's input events.
     pub fn fixed(duration: Duration, by: impl Fn(&T) -> u64 + Send + Sync + 'static) -> Self {
-        Window::of(Kind::Fixed {
+        Window::of(Windowing::Fixed {
             duration,
             by: Arc::new(by),
             lateness: Duration::ZERO,
@@ -151,7 +151,7 @@ impl<T> Window<T> {
     /// [`Watermark`](crate::TriggerName::Watermark) and keep accepting its late events for
     /// `lateness` more (processing time) before it is done. An error for other windows.
     pub fn allowed_lateness(mut self, lateness: Duration) -> Self {
-        if let Kind::Fixed { lateness: l, .. } = &mut self.kind {
+        if let Windowing::Fixed { lateness: l, .. } = &mut self.windowing {
             *l = lateness;
         } else {
             self.lateness_misused = true;
@@ -375,7 +375,7 @@ impl<T> LateEvents<T> {
 /// A window as a stage runs it, with the event type erased.
 #[derive(Clone)]
 pub(crate) struct StageWindow {
-    pub(crate) kind: StageKind,
+    pub(crate) windowing: StageWindowing,
     pub(crate) every: Option<usize>,
     pub(crate) periodically: Vec<Duration>,
     pub(crate) custom: Option<Custom>,
@@ -389,7 +389,7 @@ pub(crate) type Split = Arc<dyn Fn(Packet) -> Vec<(u64, Packet)> + Send + Sync>;
 pub(crate) type LateSink = Arc<dyn Fn(Packet) + Send + Sync>;
 
 #[derive(Clone)]
-pub(crate) enum StageKind {
+pub(crate) enum StageWindowing {
     Global,
     Count(usize),
     Periodic(Duration),
@@ -404,7 +404,7 @@ pub(crate) enum StageKind {
 impl Default for StageWindow {
     fn default() -> Self {
         StageWindow {
-            kind: StageKind::Global,
+            windowing: StageWindowing::Global,
             every: None,
             periodically: Vec::new(),
             custom: None,
@@ -428,21 +428,21 @@ impl<T: Send + 'static> Window<T> {
                 "must be longer than zero".to_owned(),
             ));
         }
-        let kind = match self.kind {
-            Kind::Global => StageKind::Global,
-            Kind::Count(n) => {
+        let kind = match self.windowing {
+            Windowing::Global => StageWindowing::Global,
+            Windowing::Count(n) => {
                 if n == 0 {
                     invalid = Some(("count", "must be at least 1, got 0".to_owned()));
                 }
-                StageKind::Count(n.max(1))
+                StageWindowing::Count(n.max(1))
             }
-            Kind::Periodic(d) => {
+            Windowing::Periodic(d) => {
                 if d.is_zero() {
                     invalid = Some(("periodic", "must be longer than zero".to_owned()));
                 }
-                StageKind::Periodic(d)
+                StageWindowing::Periodic(d)
             }
-            Kind::Fixed {
+            Windowing::Fixed {
                 duration,
                 by,
                 lateness,
@@ -460,7 +460,7 @@ impl<T: Send + 'static> Window<T> {
                         }
                     }) as LateSink
                 });
-                StageKind::Fixed {
+                StageWindowing::Fixed {
                     duration_ms: ms,
                     lateness,
                     split,
@@ -469,7 +469,7 @@ impl<T: Send + 'static> Window<T> {
             }
         };
         StageWindow {
-            kind,
+            windowing: kind,
             every: self.every,
             periodically: self.periodically,
             custom: self.custom,
@@ -478,7 +478,7 @@ impl<T: Send + 'static> Window<T> {
     }
 
     pub(crate) fn is_fixed(&self) -> bool {
-        matches!(self.kind, Kind::Fixed { .. })
+        matches!(self.windowing, Windowing::Fixed { .. })
     }
 }
 

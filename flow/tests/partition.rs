@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use flow::{Flow, Partition, Trigger, TriggerName, WindowKind};
+use flow::{Flow, Partition, Trigger, TriggerName, WindowType};
 use support::{blocking, sorted};
 
 /// What each partition of `flow` received: partition index -> sorted events.
@@ -75,9 +75,18 @@ fn every_partition_fires_done_even_when_it_got_nothing() {
             .collect_blocking()
             .unwrap()
     });
-    let mut got: Vec<(usize, usize, WindowKind, u64, TriggerName, u32)> = got
+    let mut got: Vec<(usize, usize, WindowType, u64, TriggerName, u32)> = got
         .into_iter()
-        .map(|(t, n)| (t.partition, t.partitions, t.kind, t.window, t.name, n))
+        .map(|(t, n)| {
+            (
+                t.partition,
+                t.partitions,
+                t.window_type,
+                t.window,
+                t.name,
+                n,
+            )
+        })
         .collect();
     got.sort_by_key(|g| g.0);
     let expected: Vec<_> = (0..4)
@@ -85,7 +94,7 @@ fn every_partition_fires_done_even_when_it_got_nothing() {
             (
                 p,
                 4,
-                WindowKind::Global,
+                WindowType::Global,
                 0,
                 TriggerName::Done,
                 if p == 0 { 10 } else { 0 },

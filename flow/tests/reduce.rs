@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use flow::{Flow, Partition, Trigger, TriggerName, WindowKind};
+use flow::{Flow, Partition, Trigger, TriggerName, WindowType};
 use support::{assert_misuse, blocking, sorted};
 
 // ----- reduce -----
@@ -302,7 +302,7 @@ fn on_trigger_fires_done_once_per_stage_with_its_position() {
     assert_eq!(partitions, [0, 1, 2]);
     for (t, _) in &got {
         assert_eq!(t.partitions, 3);
-        assert_eq!(t.kind, WindowKind::Global);
+        assert_eq!(t.window_type, WindowType::Global);
         assert_eq!(t.window, 0);
         assert_eq!(t.name, TriggerName::Done);
         assert!(t.is_done());

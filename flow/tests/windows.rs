@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use flow::{ErrorKind, Flow, LateEvents, Partition, Trigger, TriggerName, Window, WindowKind};
+use flow::{ErrorKind, Flow, LateEvents, Partition, Trigger, TriggerName, Window, WindowType};
 use futures::Stream;
 use tokio::time::Instant;
 
@@ -204,7 +204,7 @@ async fn w_g1_trigger_names_and_fields_of_the_global_window() {
     .await;
     assert_eq!(got.len(), 11);
     for (i, (t, acc)) in got.iter().enumerate() {
-        assert_eq!(t.kind, WindowKind::Global);
+        assert_eq!(t.window_type, WindowType::Global);
         assert_eq!(t.window, 0);
         assert_eq!((t.partition, t.partitions), (0, 1));
         if i < 10 {
@@ -362,7 +362,7 @@ async fn w_c1_count_window_triggers_carry_the_window_index() {
         .iter()
         .map(|(t, acc)| {
             (
-                t.kind,
+                t.window_type,
                 t.window,
                 t.name.clone(),
                 t.partition,
@@ -374,9 +374,9 @@ async fn w_c1_count_window_triggers_carry_the_window_index() {
     assert_eq!(
         summary,
         [
-            (WindowKind::Count, 0, DONE, 0, 1, 55),
-            (WindowKind::Count, 1, DONE, 0, 1, 155),
-            (WindowKind::Count, 2, DONE, 0, 1, 21 + 22 + 23 + 24 + 25),
+            (WindowType::Count, 0, DONE, 0, 1, 55),
+            (WindowType::Count, 1, DONE, 0, 1, 155),
+            (WindowType::Count, 2, DONE, 0, 1, 21 + 22 + 23 + 24 + 25),
         ]
     );
 }
@@ -514,7 +514,7 @@ async fn w_p1_empty_periods_fire_done_with_a_fresh_acc() {
         .window(Window::periodic(ms(100)))
         .reduce(Vec::new, push)
         .on_trigger(|acc: &mut Vec<u64>, t: &Trigger| {
-            assert_eq!(t.kind, WindowKind::Periodic);
+            assert_eq!(t.window_type, WindowType::Periodic);
             assert_eq!((t.partition, t.partitions), (0, 1));
             vec![(t.window, t.name.clone(), acc.clone())]
         }))
@@ -688,7 +688,7 @@ async fn t2_trigger_periodically_fires_for_every_held_fixed_window() {
         .window(fixed_1s().trigger_periodically(period))
         .reduce(Vec::new, push)
         .on_trigger(|acc: &mut Vec<u64>, t: &Trigger| {
-            assert_eq!(t.kind, WindowKind::Fixed);
+            assert_eq!(t.window_type, WindowType::Fixed);
             vec![(t.window, t.name.clone(), std::mem::take(acc))]
         }))
     .await;
@@ -750,7 +750,7 @@ async fn w_f1_trigger_fields_of_fixed_windows() {
         .on_trigger(|acc: &mut Vec<u64>, t: &Trigger| vec![(t.clone(), acc.clone())]))
     .await;
     for (t, _) in &got {
-        assert_eq!(t.kind, WindowKind::Fixed);
+        assert_eq!(t.window_type, WindowType::Fixed);
         assert_eq!(t.partitions, 2);
         assert_eq!(t.name, DONE);
     }

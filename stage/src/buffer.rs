@@ -1,4 +1,4 @@
-//! The producer buffer (GenStage §2.5): bounded, keeps first or last, counts what it drops,
+//! The producer buffer (`docs/semantics.md`, *Buffers*): bounded, keeps first or last, counts what it drops,
 //! and holds info markers at the positions they were queued. Pure.
 
 use std::collections::VecDeque;

@@ -1,4 +1,5 @@
-//! Consumer-side demand accounting for automatic subscriptions (GenStage §2.2). Pure.
+//! Consumer-side demand accounting for automatic subscriptions (`docs/semantics.md`,
+//! *Demand*). Pure.
 //!
 //! Public for stages that count demand themselves in manual mode (such as consumers of
 //! [`Packet`](crate::Packet)s), so that they batch and refill exactly as automatic ones do.
@@ -137,7 +138,7 @@ mod tests {
 
     #[test]
     fn source_not_docs_max_1000_min_750_messages_of_100() {
-        // spec §2.16: the third 100-event message asks 300, not 250.
+        // The third 100-event message asks 300 (GenStage's docs say 250; its code does this).
         let mut d = Demand::new(1000, 750);
         assert_eq!(plan(&mut d, 100), vec![(100, 0)]);
         assert_eq!(plan(&mut d, 100), vec![(100, 0)]);
@@ -154,7 +155,7 @@ mod tests {
 
     #[test]
     fn from_enumerable_example_batches() {
-        // spec §2.14 rule 4: max 10 / min 4 over 1..25 gives batches 6, 4, 6, 6, 3 when the
+        // GenStage's from_enumerable example: max 10 / min 4 over 1..25 gives batches 6, 4, 6, 6, 3 when the
         // producer answers each ask exactly.
         let mut d = Demand::new(10, 4);
         let mut sizes = vec![];

@@ -6,7 +6,7 @@ use super::{Contract, Dispatcher, DispatcherState, Outbox};
 use crate::error::SubscribeError;
 use crate::options::{Selector, SubscribeOptions, SubscriptionId};
 
-/// Sends every event to every consumer, at the pace of the slowest (GenStage §2.9).
+/// Sends every event to every consumer, at the pace of the slowest.
 ///
 /// Upstream demand follows the *least* demand across consumers: an event is produced only once
 /// every consumer has asked for it. A consumer may subscribe with a
@@ -18,7 +18,7 @@ use crate::options::{Selector, SubscribeOptions, SubscriptionId};
 /// switch it to forward once all have subscribed.
 ///
 /// Unlike upstream, events buffered while demand was missing are always sent before newer ones
-/// (§2.9 rule 10), and a consumer may subscribe twice (it then receives everything twice).
+/// (GenStage may send newer events first), and a consumer may subscribe twice (it then receives everything twice).
 ///
 /// # Examples
 ///

@@ -9,7 +9,7 @@ use super::{Contract, Dispatcher, DispatcherState, Outbox};
 use crate::error::SubscribeError;
 use crate::options::{SubscribeOptions, SubscriptionId};
 
-/// Sends each batch to the consumers with the highest outstanding demand first (GenStage §2.8).
+/// Sends each batch to the consumers with the highest outstanding demand first.
 ///
 /// Consumers are kept in order of demand, highest first and first come first among equals. A
 /// dispatch takes the head, sends it a contiguous slice of up to its demand, re-inserts it and

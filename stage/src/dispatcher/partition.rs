@@ -15,7 +15,7 @@ use crate::options::{DEFAULT_BUFFER_SIZE, SubscribeOptions, SubscriptionId};
 pub type BoxedHash<T> = Box<dyn Fn(&T) -> Option<usize> + Send + Sync>;
 
 /// Routes each event to a partition by a hash of it, one consumer per partition
-/// (GenStage §2.10).
+/// (`docs/semantics.md`, *Dispatchers*).
 ///
 /// The hash `H` is a type parameter, so the per-event call is inlined into the routing loop;
 /// it defaults to [`BoxedHash`] for a dispatcher that must be named.
