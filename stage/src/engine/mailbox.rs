@@ -14,23 +14,29 @@ use crate::packet::Packet;
 /// Everything a stage `S` with input `I` and output `O` can be sent. One channel for all, so
 /// that messages from a peer and from a handle keep the order they were sent in (a call is a
 /// barrier for everything sent before it).
+///
+/// The messages sent per batch (events, asks) are small; the rare ones are boxed, so that each
+/// slot of the channel, copied in and out for every message, stays 40 bytes.
 pub(crate) enum Envelope<S, I, O> {
     // From our producers.
     Events(SubscriptionId, Vec<I>),
     Packet(SubscriptionId, Packet),
-    ProducerCancel(SubscriptionId, Cancel),
+    ProducerCancel(SubscriptionId, Box<Cancel>),
     // From our consumers.
-    Subscribe {
-        id: SubscriptionId,
-        sink: Box<dyn Downstream<O>>,
-        opts: SubscribeOptions,
-        ack: Option<Ack>,
-    },
+    Subscribe(Box<Subscription<O>>),
     Ask(SubscriptionId, usize),
     /// A consumer cancelled or exited, giving back the events it never handled.
-    ConsumerCancel(SubscriptionId, Cancel, Vec<O>),
+    ConsumerCancel(Box<(SubscriptionId, Cancel, Vec<O>)>),
     // From handles and the stage itself.
-    Control(Control<S>),
+    Control(Box<Control<S>>),
+}
+
+/// A consumer subscribing.
+pub(crate) struct Subscription<O> {
+    pub(crate) id: SubscriptionId,
+    pub(crate) sink: Box<dyn Downstream<O>>,
+    pub(crate) opts: SubscribeOptions,
+    pub(crate) ack: Option<Ack>,
 }
 
 /// The sending side of a stage's mailbox.
@@ -51,9 +57,9 @@ impl<S, I, O> Mailbox<S, I, O> {
 impl<S: Send + 'static, I: Send + 'static, O: Send + 'static> ControlTx<S> for Mailbox<S, I, O> {
     fn send(&self, control: Control<S>) -> Result<(), Control<S>> {
         self.0
-            .send(Envelope::Control(control))
+            .send(Envelope::Control(Box::new(control)))
             .map_err(|e| match e.0 {
-                Envelope::Control(control) => control,
+                Envelope::Control(control) => *control,
                 _ => unreachable!("sent a control"),
             })
     }
@@ -80,7 +86,9 @@ impl<S: Send + 'static, I: Send + 'static, O: Send + 'static> Downstream<I> for 
             })
     }
     fn cancel(&self, id: SubscriptionId, cancel: Cancel) -> bool {
-        self.0.send(Envelope::ProducerCancel(id, cancel)).is_ok()
+        self.0
+            .send(Envelope::ProducerCancel(id, Box::new(cancel)))
+            .is_ok()
     }
 }
 
@@ -101,12 +109,12 @@ impl<S: Send + 'static, I: Send + 'static, O: Send + 'static> Upstream<O>
         opts: SubscribeOptions,
         ack: Option<Ack>,
     ) -> bool {
-        self.mailbox.send(Envelope::Subscribe {
+        self.mailbox.send(Envelope::Subscribe(Box::new(Subscription {
             id,
             sink,
             opts,
             ack,
-        })
+        })))
     }
     fn ask(&self, id: SubscriptionId, n: usize) -> bool {
         self.mailbox.send(Envelope::Ask(id, n))
@@ -114,9 +122,9 @@ impl<S: Send + 'static, I: Send + 'static, O: Send + 'static> Upstream<O>
     fn cancel(&self, id: SubscriptionId, cancel: Cancel, returned: Vec<O>) -> Result<(), Vec<O>> {
         self.mailbox
             .0
-            .send(Envelope::ConsumerCancel(id, cancel, returned))
+            .send(Envelope::ConsumerCancel(Box::new((id, cancel, returned))))
             .map_err(|e| match e.0 {
-                Envelope::ConsumerCancel(_, _, returned) => returned,
+                Envelope::ConsumerCancel(cancel) => cancel.2,
                 _ => unreachable!("sent a cancel"),
             })
     }

@@ -31,7 +31,7 @@ use crate::inlet::{Batch, Inlet};
 use crate::options::{BufferSize, DemandMode, Keep, SubscribeOptions, SubscriptionId};
 use crate::outlet::Outlet;
 use drive::Drive;
-use mailbox::{Envelope, Mailbox, ProducerAddress};
+use mailbox::{Envelope, Mailbox, ProducerAddress, Subscription};
 
 /// How a stage is configured when it starts.
 pub(crate) struct Setup<S, I, O> {
@@ -210,18 +210,22 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
         match envelope {
             Envelope::Events(id, events) => self.events_arrived(id, Batch::Events(events)).await,
             Envelope::Packet(id, packet) => self.events_arrived(id, Batch::Packet(packet)).await,
-            Envelope::ProducerCancel(id, cancel) => self.producer_cancel_arrived(id, cancel).await,
-            Envelope::Subscribe {
-                id,
-                sink,
-                opts,
-                ack,
-            } => self.consumer_subscribed(id, sink, opts, ack).await,
+            Envelope::ProducerCancel(id, cancel) => self.producer_cancel_arrived(id, *cancel).await,
+            Envelope::Subscribe(subscription) => {
+                let Subscription {
+                    id,
+                    sink,
+                    opts,
+                    ack,
+                } = *subscription;
+                self.consumer_subscribed(id, sink, opts, ack).await
+            }
             Envelope::Ask(id, n) => self.asked(id, n),
-            Envelope::ConsumerCancel(id, cancel, returned) => {
+            Envelope::ConsumerCancel(cancel) => {
+                let (id, cancel, returned) = *cancel;
                 self.consumer_cancelled(id, cancel, returned).await
             }
-            Envelope::Control(control) => self.control(control).await,
+            Envelope::Control(control) => self.control(*control).await,
         }
     }
 
@@ -311,7 +315,7 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
         for (id, reason) in std::mem::take(&mut self.ctx.cancels) {
             // Through the mailbox, after what is already in it.
             self.me
-                .send(Envelope::Control(Control::CancelSubscription(id, reason)));
+                .send(Envelope::Control(Box::new(Control::CancelSubscription(id, reason))));
         }
         for op in std::mem::take(&mut self.ctx.timers) {
             match op {
@@ -366,15 +370,18 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
             match envelope {
                 Envelope::Events(id, events) => unhandled.push((id, Batch::Events(events))),
                 Envelope::Packet(id, packet) => unhandled.push((id, Batch::Packet(packet))),
-                Envelope::Subscribe { id, sink, ack, .. } => {
+                Envelope::Subscribe(subscription) => {
+                    let Subscription { id, sink, ack, .. } = *subscription;
                     sink.cancel(id, Cancel::Down(reason.clone()));
                     if let Some(ack) = ack {
                         let _ = ack.send(Err(SubscribeError::ProducerClosed));
                     }
                 }
-                Envelope::ConsumerCancel(_, _, returned) => self.dropped += returned.len() as u64,
-                Envelope::Control(Control::SubscribeTo { ack, .. }) => {
-                    let _ = ack.send(Err(SubscribeError::ConsumerClosed));
+                Envelope::ConsumerCancel(cancel) => self.dropped += cancel.2.len() as u64,
+                Envelope::Control(control) => {
+                    if let Control::SubscribeTo { ack, .. } = *control {
+                        let _ = ack.send(Err(SubscribeError::ConsumerClosed));
+                    }
                 }
                 // Dropping a call's job drops its reply: the caller gets `Closed`.
                 _ => {}
@@ -430,5 +437,17 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
             warn!(stage = %self.name, dropped = orphans, "events of ended subscriptions were never handled; dropped");
             self.dropped += orphans as u64;
         }
+    }
+}
+
+#[cfg(test)]
+mod size_probe {
+    #[test]
+    fn sizes() {
+        struct S;
+        eprintln!("envelope {}", std::mem::size_of::<super::Envelope<S, u64, u64>>());
+        eprintln!("control {}", std::mem::size_of::<crate::handle::Control<S>>());
+        eprintln!("opts {}", std::mem::size_of::<crate::options::SubscribeOptions>());
+        eprintln!("cancel {}", std::mem::size_of::<crate::error::Cancel>());
     }
 }

@@ -64,7 +64,7 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
     /// sent before it exited, which are all in the mailbox already.
     fn producer_down(&self, id: SubscriptionId) {
         self.me
-            .send(Envelope::ProducerCancel(id, Cancel::Down(Reason::NoProc)));
+            .send(Envelope::ProducerCancel(id, Box::new(Cancel::Down(Reason::NoProc))));
     }
 
     pub(super) fn ask_upstream(&mut self, id: SubscriptionId, n: usize) {
