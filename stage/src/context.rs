@@ -62,6 +62,9 @@ pub struct Context<S> {
     pub(crate) exiting: Arc<AtomicBool>,
     /// Events emitted by a stage started without a producer side.
     pub(crate) misplaced: u64,
+    /// Whether a handler asked for anything since the engine last looked: most handlers ask
+    /// for nothing, and then there is nothing to apply.
+    pub(crate) dirty: bool,
 }
 
 impl<S> fmt::Debug for Context<S> {
@@ -91,6 +94,7 @@ impl<S> Context<S> {
             me,
             exiting: Arc::new(AtomicBool::new(false)),
             misplaced: 0,
+            dirty: false,
         }
     }
 
@@ -107,6 +111,7 @@ impl<S> Context<S> {
 
     /// Stops the stage with `reason` once the handler returns.
     pub fn stop(&mut self, reason: Reason) {
+        self.dirty = true;
         self.stop = Some(reason);
     }
 
@@ -116,6 +121,7 @@ impl<S> Context<S> {
     /// at once if all its consumers have left. One that has never had a consumer waits for the
     /// first. A finite source calls this when it runs dry.
     pub fn finish(&mut self) {
+        self.dirty = true;
         self.finish = true;
     }
 
@@ -123,18 +129,21 @@ impl<S> Context<S> {
     /// more events. `n == 0` does nothing.
     pub fn ask(&mut self, subscription: SubscriptionId, n: usize) {
         if n > 0 {
+            self.dirty = true;
             self.asks.push((subscription, n));
         }
     }
 
     /// Cancels one of this stage's subscriptions, to a producer or from a consumer.
     pub fn cancel(&mut self, subscription: SubscriptionId, reason: Reason) {
+        self.dirty = true;
         self.cancels.push((subscription, reason));
     }
 
     /// Replies to a call after the events emitted by this handler have been dispatched
     /// (GenStage's `{:reply, reply, events, state}`). [`ReplyTo::send`] replies at once instead.
     pub fn reply<R: Send + 'static>(&mut self, to: ReplyTo<R>, value: R) {
+        self.dirty = true;
         self.replies.push(Box::new(move || to.send(value)));
     }
 
@@ -152,6 +161,7 @@ impl<S> Context<S> {
         let job: Job<S> = Box::new(move |stage: &mut S, ctx: &mut Context<S>| {
             Box::pin(stage.handle_info(msg, ctx))
         });
+        self.dirty = true;
         self.timers.push(TimerOp::Start { timer, delay, job });
         timer
     }
@@ -159,6 +169,7 @@ impl<S> Context<S> {
     /// Cancels a timer set with [`send_after`](Context::send_after). A timer that has already
     /// fired, or was already cancelled, is ignored.
     pub fn cancel_timer(&mut self, timer: TimerRef) {
+        self.dirty = true;
         self.timers.push(TimerOp::Cancel(timer));
     }
 
@@ -185,6 +196,7 @@ impl<S: Producer> Context<S> {
         if events.is_empty() {
             return;
         }
+        self.dirty = true;
         match self
             .out
             .as_mut()
@@ -198,6 +210,7 @@ impl<S: Producer> Context<S> {
 
     /// Emits one event.
     pub fn push(&mut self, event: S::Out) {
+        self.dirty = true;
         match self
             .out
             .as_mut()

@@ -228,9 +228,11 @@ impl<T: Send + 'static, M> Outlet<T, M> {
     /// capacity regained without demand (a consumer's pending demand netted) drains the buffer.
     fn settle(&mut self) {
         loop {
-            for token in self.out.take_released() {
-                if let Some(msg) = self.held.remove(&token) {
-                    self.ready.push_back(msg);
+            if self.out.has_released() {
+                for token in self.out.take_released() {
+                    if let Some(msg) = self.held.remove(&token) {
+                        self.ready.push_back(msg);
+                    }
                 }
             }
             while let Some(msg) = self.due.pop_front() {

@@ -142,8 +142,15 @@ impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher<T> {
                 break;
             }
             let n = demand.min(events.len());
-            self.consumers.remove(0);
-            self.insert(demand - n, id);
+            let left = demand - n;
+            // The head keeps its place while it still has the most demand (ties go behind
+            // the others), which with one consumer is always.
+            if self.consumers.get(1).is_none_or(|&(next, _)| left > next) {
+                self.consumers[0].0 = left;
+            } else {
+                self.consumers.remove(0);
+                self.insert(left, id);
+            }
             self.total = self.total.saturating_sub(n);
             if n == events.len() {
                 out.send(id, std::mem::take(&mut events));

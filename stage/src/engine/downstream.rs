@@ -40,7 +40,6 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
         if let Some(ack) = ack {
             let _ = ack.send(Ok(id));
         }
-        self.deliver();
         D::consumer_joined(&mut self.stage, id, &opts, &mut self.ctx).await;
         self.apply();
     }
@@ -51,7 +50,6 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
             return;
         }
         self.outlet.ask(id, n);
-        self.deliver();
     }
 
     pub(super) async fn consumer_cancelled(
@@ -64,10 +62,11 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
             // Forgotten after a failed send; what it gives back still counts.
             if !returned.is_empty() {
                 self.outlet.cancel(id, returned);
-                self.deliver();
             }
             return;
         };
+        // What the consumer was sent goes before the confirmation.
+        self.deliver();
         let (_, sink) = self.sinks.swap_remove(at);
         if !cancel.is_down() {
             sink.cancel(id, cancel.clone());
@@ -76,23 +75,26 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
         // handler emits go to the consumers that remain (upstream routes them to the one that
         // left, and they are lost).
         self.outlet.cancel(id, returned);
-        self.deliver();
         D::consumer_left(&mut self.stage, cancel, id, &mut self.ctx).await;
         self.apply();
     }
 
     /// Dispatches `events` a handler produced.
     pub(super) fn emit(&mut self, events: Vec<D::Out>) {
-        if events.is_empty() {
-            return;
+        if !events.is_empty() {
+            self.outlet.emit(events);
         }
-        self.outlet.emit(events);
-        self.deliver();
     }
 
-    /// Sends what the outlet decided to send. A consumer whose mailbox is closed is gone: the
-    /// dispatcher forgets it and gets its batch back, to give to the others.
+    /// Sends what the outlet decided to send since the last time, one message per batch the
+    /// dispatcher made. The stage calls this before it waits for its next message, every few
+    /// messages of a burst, and before anything that can be seen from outside (a reply, a
+    /// call or cast, its counters, a cancel, its exit). A consumer whose mailbox is closed is
+    /// gone: the dispatcher forgets it and gets its batch back, to give to the others.
     pub(super) fn deliver(&mut self) {
+        if !D::EMITS {
+            return;
+        }
         loop {
             let mut failed = Vec::new();
             let Engine {
@@ -135,7 +137,6 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
             return;
         }
         while self.stop.is_none() && self.outlet.replay() {
-            self.deliver();
             let demand = self.outlet.take_produce();
             if demand > 0 {
                 let events = D::demand(&mut self.stage, demand, &mut self.ctx).await;

@@ -33,6 +33,10 @@ use crate::outlet::Outlet;
 use drive::Drive;
 use mailbox::{Envelope, Mailbox, ProducerAddress, Subscription};
 
+/// How many messages already in the mailbox a stage handles in a row before it sends what they
+/// produced and looks at its timers.
+const BURST: usize = 16;
+
 /// How a stage is configured when it starts.
 pub(crate) struct Setup<S, I, O> {
     pub(crate) stage: S,
@@ -175,11 +179,32 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
         }
         D::start(&mut self.stage, &mut self.ctx).await;
         self.apply();
+        let mut burst = 0;
         loop {
             self.settle().await;
             if let Some(reason) = self.stop.take() {
+                self.deliver();
                 return reason;
             }
+            // Messages already waiting are handled in a burst, their output sent at its end;
+            // the stage waits (and checks its timers) only once the mailbox is empty, or every
+            // `BURST` messages.
+            burst += 1;
+            if burst < BURST {
+                match rx.try_recv() {
+                    Ok(envelope) => {
+                        self.handle(envelope).await;
+                        continue;
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => {}
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        self.deliver();
+                        return Reason::Normal;
+                    }
+                }
+            }
+            self.deliver();
+            burst = 0;
             match self.next(rx).await {
                 Some(Woken::Mail(envelope)) => self.handle(envelope).await,
                 Some(Woken::Timer(job)) => self.run_job(job).await,
@@ -208,8 +233,16 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
 
     async fn handle(&mut self, envelope: Envelope<S, D::In, D::Out>) {
         match envelope {
-            Envelope::Events(id, events) => self.events_arrived(id, Batch::Events(events)).await,
-            Envelope::Packet(id, packet) => self.events_arrived(id, Batch::Packet(packet)).await,
+            Envelope::Events(id, events) => {
+                if let Some(batch) = self.events_arrived(id, Batch::Events(events)) {
+                    self.consume(id, batch, false).await;
+                }
+            }
+            Envelope::Packet(id, packet) => {
+                if let Some(batch) = self.events_arrived(id, Batch::Packet(packet)) {
+                    self.consume(id, batch, false).await;
+                }
+            }
             Envelope::ProducerCancel(id, cancel) => self.producer_cancel_arrived(id, *cancel).await,
             Envelope::Subscribe(subscription) => {
                 let Subscription {
@@ -247,6 +280,7 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
             Control::Info(job) => self.info_arrived(job).await,
             Control::SetDemand(mode) => self.set_demand(mode).await,
             Control::Counters(reply) => {
+                self.deliver();
                 let _ = reply.send(self.counters());
             }
             Control::Stop(reason) => {
@@ -255,8 +289,11 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
         }
     }
 
-    /// Runs a message against the stage and applies what the handler asked for.
+    /// Runs a message against the stage and applies what the handler asked for. What the
+    /// stage produced before is sent first: a call or cast from outside sees the stage's
+    /// earlier output on its way.
     async fn run_job(&mut self, job: Job<S>) {
+        self.deliver();
         job(&mut self.stage, &mut self.ctx).await;
         self.apply();
     }
@@ -302,12 +339,19 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
 
     /// Applies what the last handler asked of its context.
     fn apply(&mut self) {
+        if !std::mem::take(&mut self.ctx.dirty) {
+            return;
+        }
         if D::EMITS {
             let events = self.ctx.take_out::<D::Out>();
             self.emit(events);
         }
-        for reply in self.ctx.replies.drain(..) {
-            reply();
+        if !self.ctx.replies.is_empty() {
+            // A reply goes after the events the handler emitted.
+            self.deliver();
+            for reply in self.ctx.replies.drain(..) {
+                reply();
+            }
         }
         for (id, n) in std::mem::take(&mut self.ctx.asks) {
             self.ask_upstream(id, n);
@@ -360,6 +404,7 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
     /// mailbox, so that nobody waits on a stage that is gone. Returns the final counters.
     fn exit(&mut self, reason: &Reason, rx: &mut Receiver<S, D>) -> Counters {
         self.ctx.exiting.store(true, Ordering::Release);
+        self.deliver();
         for (id, sink) in self.sinks.drain(..) {
             sink.cancel(id, Cancel::Down(reason.clone()));
         }

@@ -92,11 +92,18 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
         }
     }
 
-    pub(super) async fn events_arrived(&mut self, id: SubscriptionId, batch: Batch<D::In>) {
+    /// Events that arrived: a producer-consumer without downstream demand (or with older
+    /// messages waiting) queues them; returns them when they are to be handled now.
+    pub(super) fn events_arrived(
+        &mut self,
+        id: SubscriptionId,
+        batch: Batch<D::In>,
+    ) -> Option<Batch<D::In>> {
         if D::EMITS && self.inlet.must_wait(self.outlet.counter()) {
             self.inlet.wait(Inbound::Events(id, batch));
+            None
         } else {
-            self.consume(id, batch, false).await;
+            Some(batch)
         }
     }
 
@@ -115,7 +122,6 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
             self.inlet.wait(Inbound::Info(job));
         } else {
             self.outlet.info(job);
-            self.deliver();
         }
     }
 
@@ -124,16 +130,18 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
         match item {
             Inbound::Events(id, batch) => self.consume(id, batch, true).await,
             Inbound::Cancel(id, cancel) => self.producer_cancelled(id, cancel).await,
-            Inbound::Info(job) => {
-                self.outlet.info(job);
-                self.deliver();
-            }
+            Inbound::Info(job) => self.outlet.info(job),
         }
     }
 
     /// Handles one message of events from a producer: whole (manual), or cut into batches of
     /// at most `max - min` with an ask after each (automatic).
-    async fn consume(&mut self, id: SubscriptionId, mut batch: Batch<D::In>, queued: bool) {
+    pub(super) async fn consume(
+        &mut self,
+        id: SubscriptionId,
+        mut batch: Batch<D::In>,
+        queued: bool,
+    ) {
         let len = batch.len();
         if len == 0 {
             return;
