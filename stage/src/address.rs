@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
+use crate::edge::Edge;
 use crate::error::{Cancel, SubscribeError};
 use crate::options::{SubscribeOptions, SubscriptionId};
 use crate::packet::Packet;
@@ -18,7 +19,10 @@ use crate::packet::Packet;
 /// Where a producer answers a subscription made through a handle.
 pub(crate) type Ack = oneshot::Sender<Result<SubscriptionId, SubscribeError>>;
 
-/// A consumer's address, as its producer holds it.
+/// The asks of one subscription, from its consumer to its producer.
+pub(crate) type Asks = Arc<Edge<usize>>;
+
+/// A consumer's address for one subscription, as its producer holds it.
 pub(crate) trait Downstream<T>: Send + Sync {
     /// Sends a batch; gives it back if the consumer is gone.
     fn events(&self, id: SubscriptionId, events: Vec<T>) -> Result<(), Vec<T>>;
@@ -31,16 +35,19 @@ pub(crate) trait Downstream<T>: Send + Sync {
 
 /// A producer's address, as its consumers hold it.
 pub(crate) trait Upstream<T>: Send + Sync {
-    /// Sends a subscription. `false` if the producer is gone.
+    /// Sends a subscription, with the queue its asks will wait in. `false` if the producer is
+    /// gone.
     fn subscribe(
         &self,
         id: SubscriptionId,
         sink: Box<dyn Downstream<T>>,
+        asks: Asks,
         opts: SubscribeOptions,
         ack: Option<Ack>,
     ) -> bool;
-    /// Asks for `n` more events. `false` if the producer is gone.
-    fn ask(&self, id: SubscriptionId, n: usize) -> bool;
+    /// Tells the producer asks wait in the subscription's queue. `false` if the producer is
+    /// gone.
+    fn wake(&self, id: SubscriptionId) -> bool;
     /// Ends the subscription, giving back the events the consumer never handled; gives them
     /// back again if the producer is gone.
     fn cancel(&self, id: SubscriptionId, cancel: Cancel, returned: Vec<T>) -> Result<(), Vec<T>>;
@@ -78,8 +85,8 @@ impl<T> ProducerRef<T> {
         self.0.check(opts)
     }
 
-    pub(crate) fn ask(&self, id: SubscriptionId, n: usize) -> bool {
-        self.0.ask(id, n)
+    pub(crate) fn wake(&self, id: SubscriptionId) -> bool {
+        self.0.wake(id)
     }
 
     pub(crate) fn cancel(
@@ -107,6 +114,7 @@ impl<T> Upstream<T> for NotAProducer {
         &self,
         _: SubscriptionId,
         _: Box<dyn Downstream<T>>,
+        _: Asks,
         _: SubscribeOptions,
         ack: Option<Ack>,
     ) -> bool {
@@ -115,7 +123,7 @@ impl<T> Upstream<T> for NotAProducer {
         }
         false
     }
-    fn ask(&self, _: SubscriptionId, _: usize) -> bool {
+    fn wake(&self, _: SubscriptionId) -> bool {
         false
     }
     fn cancel(&self, _: SubscriptionId, _: Cancel, returned: Vec<T>) -> Result<(), Vec<T>> {

@@ -4,9 +4,11 @@
 
 use std::any::Any;
 use std::collections::VecDeque;
+use std::sync::Arc;
 
-use crate::address::ProducerRef;
+use crate::address::{Asks, ProducerRef};
 use crate::demand::{Batch as Cut, Demand, Message};
+use crate::edge::{Edge, Pushed};
 use crate::error::Cancel;
 use crate::options::{CancelMode, SubscriptionId};
 use crate::packet::Packet;
@@ -62,7 +64,23 @@ pub(crate) struct Upstream<I> {
     pub(crate) id: SubscriptionId,
     pub(crate) producer: ProducerRef<I>,
     pub(crate) cancel: CancelMode,
+    /// Where the producer's batches wait.
+    pub(crate) queue: Arc<Edge<Batch<I>>>,
+    /// Where the asks wait for the producer.
+    pub(crate) asks: Asks,
     asking: Asking,
+}
+
+impl<I> Upstream<I> {
+    /// Asks the producer for `n` more: queued, with a wake-up if its queue was empty.
+    /// `false` if the producer is gone.
+    pub(crate) fn ask(&self, n: usize) -> bool {
+        match self.asks.push(n) {
+            Ok(Pushed::Wake) => self.producer.wake(self.id),
+            Ok(Pushed::Queued) => true,
+            Err(_) => false,
+        }
+    }
 }
 
 /// What arriving events are, for the stage.
@@ -117,26 +135,35 @@ impl<I: Send + 'static, M> Inlet<I, M> {
     /// Records a subscription, manual until [`automatic`](Inlet::automatic) says otherwise:
     /// it exists before the consumer's `handle_subscribe` runs, so that the asks that handler
     /// makes reach the producer after the subscription itself.
-    pub(crate) fn add(&mut self, id: SubscriptionId, producer: ProducerRef<I>, cancel: CancelMode) {
+    pub(crate) fn add(
+        &mut self,
+        id: SubscriptionId,
+        producer: ProducerRef<I>,
+        cancel: CancelMode,
+        queue: Arc<Edge<Batch<I>>>,
+        asks: Asks,
+    ) {
         self.upstreams.push(Upstream {
             id,
             producer,
             cancel,
+            queue,
+            asks,
             asking: Asking::Manual { credit: 0 },
         });
     }
 
-    /// Makes a subscription automatic. Returns its producer, to ask for `max`.
+    /// Makes a subscription automatic. Returns it, to ask for `max`.
     pub(crate) fn automatic(
         &mut self,
         id: SubscriptionId,
         max: usize,
         min: usize,
-    ) -> Option<&ProducerRef<I>> {
+    ) -> Option<&Upstream<I>> {
         let i = self.find(id)?;
         let up = &mut self.upstreams[i];
         up.asking = Asking::Automatic(Demand::new(max, min));
-        Some(&up.producer)
+        Some(up)
     }
 
     /// A subscription, if it exists.
@@ -154,18 +181,18 @@ impl<I: Send + 'static, M> Inlet<I, M> {
         std::mem::take(&mut self.upstreams)
     }
 
-    /// A manual ask of `n`: returns the producer to send it to.
+    /// A manual ask of `n`: returns the subscription to send it on.
     pub(crate) fn manual_ask(
         &mut self,
         id: SubscriptionId,
         n: usize,
-    ) -> Result<&ProducerRef<I>, AskRefused> {
+    ) -> Result<&Upstream<I>, AskRefused> {
         let i = self.find(id).ok_or(AskRefused::Unknown)?;
         let up = &mut self.upstreams[i];
         match &mut up.asking {
             Asking::Manual { credit } => {
                 *credit = credit.saturating_add(n);
-                Ok(&up.producer)
+                Ok(up)
             }
             Asking::Automatic(_) => Err(AskRefused::Automatic),
         }
@@ -273,6 +300,16 @@ mod tests {
         ProducerRef::not_a_producer("test".into())
     }
 
+    fn add(i: &mut Inlet<u32, &'static str>, n: u64) {
+        i.add(
+            id(n),
+            producer(),
+            CancelMode::Permanent,
+            Arc::default(),
+            Arc::default(),
+        );
+    }
+
     fn id(n: u64) -> SubscriptionId {
         SubscriptionId::from_raw(n)
     }
@@ -284,7 +321,7 @@ mod tests {
     #[test]
     fn automatic_subscriptions_cut_messages_and_ask_after_each_batch() {
         let mut i = inlet();
-        i.add(id(1), producer(), CancelMode::Permanent);
+        add(&mut i, 1);
         assert!(i.automatic(id(1), 10, 5).is_some());
         let Arrival::Cut(mut message) = i.arrive(id(1), 10) else {
             panic!("automatic");
@@ -300,7 +337,7 @@ mod tests {
     #[test]
     fn manual_subscriptions_take_batches_whole_and_count_credit() {
         let mut i = inlet();
-        i.add(id(1), producer(), CancelMode::Permanent);
+        add(&mut i, 1);
         assert!(i.manual_ask(id(1), 7).is_ok());
         assert!(matches!(i.arrive(id(1), 3), Arrival::Whole));
         assert_eq!(i.credits(), [(id(1), 4)]);

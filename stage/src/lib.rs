@@ -131,6 +131,7 @@ mod context;
 mod counters;
 pub mod demand;
 mod dispatcher;
+mod edge;
 mod engine;
 mod error;
 mod handle;

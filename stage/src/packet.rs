@@ -4,7 +4,7 @@ use std::any::{Any, TypeId};
 use std::fmt;
 use std::sync::Arc;
 
-use crate::address::{Ack, Downstream, ProducerRef, Upstream};
+use crate::address::{Ack, Asks, Downstream, ProducerRef, Upstream};
 use crate::error::{Cancel, SubscribeError};
 use crate::options::{SubscribeOptions, SubscriptionId};
 
@@ -146,13 +146,15 @@ impl<T: Send + 'static> Upstream<Packet> for Erased<T> {
         &self,
         id: SubscriptionId,
         sink: Box<dyn Downstream<Packet>>,
+        asks: Asks,
         opts: SubscribeOptions,
         ack: Option<Ack>,
     ) -> bool {
-        self.0.subscribe(id, Box::new(PacketSink(sink)), opts, ack)
+        self.0
+            .subscribe(id, Box::new(PacketSink(sink)), asks, opts, ack)
     }
-    fn ask(&self, id: SubscriptionId, n: usize) -> bool {
-        self.0.ask(id, n)
+    fn wake(&self, id: SubscriptionId) -> bool {
+        self.0.wake(id)
     }
     fn cancel(
         &self,

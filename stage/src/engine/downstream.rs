@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use tracing::{debug, warn};
 
-use super::Engine;
 use super::drive::Drive;
-use crate::address::{Ack, Downstream};
+use super::{Engine, Sink};
+use crate::address::Ack;
 use crate::error::{Cancel, Reason};
 use crate::handle::Role;
 use crate::options::{DemandMode, SubscribeOptions, SubscriptionId};
@@ -15,13 +15,13 @@ use crate::options::{DemandMode, SubscribeOptions, SubscriptionId};
 impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
     pub(super) async fn consumer_subscribed(
         &mut self,
-        id: SubscriptionId,
-        sink: Box<dyn Downstream<D::Out>>,
+        sink: Sink<D::Out>,
         opts: SubscribeOptions,
         ack: Option<Ack>,
     ) {
+        let id = sink.id;
         if !D::EMITS {
-            sink.cancel(
+            sink.downstream.cancel(
                 id,
                 Cancel::Cancelled(Reason::Rejected(Arc::from("the stage is not a producer"))),
             );
@@ -29,13 +29,13 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
         }
         if let Err(err) = self.outlet.subscribe(id, &opts) {
             let reason = Reason::Rejected(Arc::from(err.to_string()));
-            sink.cancel(id, Cancel::Cancelled(reason));
+            sink.downstream.cancel(id, Cancel::Cancelled(reason));
             if let Some(ack) = ack {
                 let _ = ack.send(Err(err));
             }
             return;
         }
-        self.sinks.push((id, sink));
+        self.sinks.push(sink);
         self.had_consumers = true;
         if let Some(ack) = ack {
             let _ = ack.send(Ok(id));
@@ -44,12 +44,33 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
         self.apply();
     }
 
-    pub(super) fn asked(&mut self, id: SubscriptionId, n: usize) {
-        if !self.sinks.iter().any(|(s, _)| *s == id) {
-            debug!(stage = %self.name, %id, "ask for an unknown subscription ignored");
+    /// Asks wait in a consumer's queue: each is its own ask, in order, with its own
+    /// `handle_demand`.
+    pub(super) async fn asks_arrived(&mut self, id: SubscriptionId) {
+        let Some(sink) = self.sinks.iter().find(|s| s.id == id) else {
+            debug!(stage = %self.name, %id, "asks for an unknown subscription ignored");
             return;
+        };
+        let mut asks = std::mem::take(&mut self.asks);
+        sink.asks.drain_into(&mut asks);
+        for n in asks.drain(..) {
+            if self.stop.is_some() {
+                break;
+            }
+            self.outlet.ask(id, n);
+            self.produce().await;
         }
-        self.outlet.ask(id, n);
+        self.asks = asks;
+    }
+
+    /// Calls `handle_demand` with the demand the outlet has for it, if any.
+    pub(super) async fn produce(&mut self) {
+        let demand = self.outlet.take_produce();
+        if demand > 0 {
+            let events = D::demand(&mut self.stage, demand, &mut self.ctx).await;
+            self.apply();
+            self.emit(events);
+        }
     }
 
     pub(super) async fn consumer_cancelled(
@@ -58,7 +79,7 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
         cancel: Cancel,
         returned: Vec<D::Out>,
     ) {
-        let Some(at) = self.sinks.iter().position(|(s, _)| *s == id) else {
+        let Some(at) = self.sinks.iter().position(|s| s.id == id) else {
             // Forgotten after a failed send; what it gives back still counts.
             if !returned.is_empty() {
                 self.outlet.cancel(id, returned);
@@ -67,9 +88,9 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
         };
         // What the consumer was sent goes before the confirmation.
         self.deliver();
-        let (_, sink) = self.sinks.swap_remove(at);
+        let sink = self.sinks.swap_remove(at);
         if !cancel.is_down() {
-            sink.cancel(id, cancel.clone());
+            sink.downstream.cancel(id, cancel.clone());
         }
         // The dispatcher forgets the consumer before `handle_cancel` runs, so that events the
         // handler emits go to the consumers that remain (upstream routes them to the one that
@@ -105,11 +126,11 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
             } = self;
             for (id, batch) in outlet.sends() {
                 let n = batch.len() as u64;
-                let Some((_, sink)) = sinks.iter().find(|(s, _)| *s == id) else {
+                let Some(sink) = sinks.iter().find(|s| s.id == id) else {
                     failed.push((id, batch));
                     continue;
                 };
-                match sink.events(id, batch) {
+                match sink.downstream.events(id, batch) {
                     Ok(()) => *events_out += n,
                     Err(batch) => failed.push((id, batch)),
                 }

@@ -4,10 +4,12 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::address::{Ack, Downstream, Upstream};
+use crate::address::{Ack, Asks, Downstream, Upstream};
 use crate::dispatcher::Contract;
+use crate::edge::{Edge, Pushed};
 use crate::error::{Cancel, SubscribeError};
 use crate::handle::{Control, ControlTx};
+use crate::inlet::Batch;
 use crate::options::{SubscribeOptions, SubscriptionId};
 use crate::packet::Packet;
 
@@ -15,16 +17,18 @@ use crate::packet::Packet;
 /// that messages from a peer and from a handle keep the order they were sent in (a call is a
 /// barrier for everything sent before it).
 ///
-/// The messages sent per batch (events, asks) are small; the rare ones are boxed, so that each
-/// slot of the channel, copied in and out for every message, stays 40 bytes.
-pub(crate) enum Envelope<S, I, O> {
+/// Batches and asks wait in their subscription's queues ([`Edge`]); the mailbox only carries
+/// the wake-up for a queue that was empty. The rare messages are boxed, so that each slot of
+/// the channel, copied in and out for every message, stays small.
+pub(crate) enum Envelope<S, O> {
     // From our producers.
-    Events(SubscriptionId, Vec<I>),
-    Packet(SubscriptionId, Packet),
+    /// Batches wait in the subscription's queue.
+    Batches(SubscriptionId),
     ProducerCancel(SubscriptionId, Box<Cancel>),
     // From our consumers.
     Subscribe(Box<Subscription<O>>),
-    Ask(SubscriptionId, usize),
+    /// Asks wait in the subscription's queue.
+    Asks(SubscriptionId),
     /// A consumer cancelled or exited, giving back the events it never handled.
     ConsumerCancel(Box<(SubscriptionId, Cancel, Vec<O>)>),
     // From handles and the stage itself.
@@ -35,26 +39,27 @@ pub(crate) enum Envelope<S, I, O> {
 pub(crate) struct Subscription<O> {
     pub(crate) id: SubscriptionId,
     pub(crate) sink: Box<dyn Downstream<O>>,
+    pub(crate) asks: Asks,
     pub(crate) opts: SubscribeOptions,
     pub(crate) ack: Option<Ack>,
 }
 
 /// The sending side of a stage's mailbox.
-pub(crate) struct Mailbox<S, I, O>(pub(crate) mpsc::UnboundedSender<Envelope<S, I, O>>);
+pub(crate) struct Mailbox<S, O>(pub(crate) mpsc::UnboundedSender<Envelope<S, O>>);
 
-impl<S, I, O> Clone for Mailbox<S, I, O> {
+impl<S, O> Clone for Mailbox<S, O> {
     fn clone(&self) -> Self {
         Mailbox(self.0.clone())
     }
 }
 
-impl<S, I, O> Mailbox<S, I, O> {
-    pub(crate) fn send(&self, envelope: Envelope<S, I, O>) -> bool {
+impl<S, O> Mailbox<S, O> {
+    pub(crate) fn send(&self, envelope: Envelope<S, O>) -> bool {
         self.0.send(envelope).is_ok()
     }
 }
 
-impl<S: Send + 'static, I: Send + 'static, O: Send + 'static> ControlTx<S> for Mailbox<S, I, O> {
+impl<S: Send + 'static, O: Send + 'static> ControlTx<S> for Mailbox<S, O> {
     fn send(&self, control: Control<S>) -> Result<(), Control<S>> {
         self.0
             .send(Envelope::Control(Box::new(control)))
@@ -68,56 +73,68 @@ impl<S: Send + 'static, I: Send + 'static, O: Send + 'static> ControlTx<S> for M
     }
 }
 
-impl<S: Send + 'static, I: Send + 'static, O: Send + 'static> Downstream<I> for Mailbox<S, I, O> {
+/// A consumer's end of one subscription: the queue its batches wait in, and its mailbox for
+/// the wake-up.
+pub(crate) struct Inbox<S, I, O> {
+    pub(crate) mailbox: Mailbox<S, O>,
+    pub(crate) queue: std::sync::Arc<Edge<Batch<I>>>,
+}
+
+impl<S: Send + 'static, I: Send + 'static, O: Send + 'static> Inbox<S, I, O> {
+    fn push(&self, id: SubscriptionId, batch: Batch<I>) -> Result<(), Batch<I>> {
+        if self.queue.push(batch)? == Pushed::Wake {
+            // A consumer that is exiting finds the batch in its queue when it closes it.
+            self.mailbox.send(Envelope::Batches(id));
+        }
+        Ok(())
+    }
+}
+
+impl<S: Send + 'static, I: Send + 'static, O: Send + 'static> Downstream<I> for Inbox<S, I, O> {
     fn events(&self, id: SubscriptionId, events: Vec<I>) -> Result<(), Vec<I>> {
-        self.0
-            .send(Envelope::Events(id, events))
-            .map_err(|e| match e.0 {
-                Envelope::Events(_, events) => events,
-                _ => unreachable!("sent events"),
-            })
+        self.push(id, Batch::Events(events))
+            .map_err(|batch| batch.into_events())
     }
     fn packet(&self, id: SubscriptionId, packet: Packet) -> Result<(), Packet> {
-        self.0
-            .send(Envelope::Packet(id, packet))
-            .map_err(|e| match e.0 {
-                Envelope::Packet(_, packet) => packet,
-                _ => unreachable!("sent a packet"),
+        self.push(id, Batch::Packet(packet))
+            .map_err(|batch| match batch {
+                Batch::Packet(packet) => packet,
+                Batch::Events(_) => unreachable!("pushed a packet"),
             })
     }
     fn cancel(&self, id: SubscriptionId, cancel: Cancel) -> bool {
-        self.0
+        self.mailbox
             .send(Envelope::ProducerCancel(id, Box::new(cancel)))
-            .is_ok()
     }
 }
 
 /// A stage's address as a producer: its mailbox and what its dispatcher accepts.
-pub(crate) struct ProducerAddress<S, I, O> {
-    pub(crate) mailbox: Mailbox<S, I, O>,
+pub(crate) struct ProducerAddress<S, O> {
+    pub(crate) mailbox: Mailbox<S, O>,
     pub(crate) contract: Contract,
     pub(crate) name: Arc<str>,
 }
 
-impl<S: Send + 'static, I: Send + 'static, O: Send + 'static> Upstream<O>
-    for ProducerAddress<S, I, O>
-{
+impl<S: Send + 'static, O: Send + 'static> Upstream<O> for ProducerAddress<S, O> {
     fn subscribe(
         &self,
         id: SubscriptionId,
         sink: Box<dyn Downstream<O>>,
+        asks: Asks,
         opts: SubscribeOptions,
         ack: Option<Ack>,
     ) -> bool {
-        self.mailbox.send(Envelope::Subscribe(Box::new(Subscription {
-            id,
-            sink,
-            opts,
-            ack,
-        })))
+        self.mailbox
+            .send(Envelope::Subscribe(Box::new(Subscription {
+                id,
+                sink,
+                asks,
+                opts,
+                ack,
+            })))
     }
-    fn ask(&self, id: SubscriptionId, n: usize) -> bool {
-        self.mailbox.send(Envelope::Ask(id, n))
+    fn wake(&self, id: SubscriptionId) -> bool {
+        self.mailbox.send(Envelope::Asks(id))
     }
     fn cancel(&self, id: SubscriptionId, cancel: Cancel, returned: Vec<O>) -> Result<(), Vec<O>> {
         self.mailbox

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::time::{DelayQueue, delay_queue};
 use tracing::{debug, error, info, warn};
 
-use crate::address::{Downstream, ProducerRef};
+use crate::address::{Asks, Downstream, ProducerRef};
 use crate::buffer::Buffer;
 use crate::context::{Context, Job, TimerOp, TimerRef};
 use crate::counters::Counters;
@@ -48,12 +48,16 @@ pub(crate) struct Setup<S, I, O> {
     pub(crate) subscriptions: Vec<(ProducerRef<I>, SubscribeOptions)>,
 }
 
-/// A consumer of the stage, by subscription.
-type Sink<T> = (SubscriptionId, Box<dyn Downstream<T>>);
+/// A consumer of the stage: its subscription, its address, and the queue of its asks.
+pub(crate) struct Sink<T> {
+    pub(crate) id: SubscriptionId,
+    pub(crate) downstream: Box<dyn Downstream<T>>,
+    pub(crate) asks: Asks,
+}
 
 /// What woke the stage up.
-enum Woken<S, I, O> {
-    Mail(Envelope<S, I, O>),
+enum Woken<S, O> {
+    Mail(Envelope<S, O>),
     Timer(Job<S>),
 }
 
@@ -61,7 +65,7 @@ pub(crate) struct Engine<S, D: Drive<S>> {
     stage: S,
     ctx: Context<S>,
     name: Arc<str>,
-    me: Mailbox<S, D::In, D::Out>,
+    me: Mailbox<S, D::Out>,
     inlet: Inlet<D::In, Job<S>>,
     outlet: Outlet<D::Out, Job<S>>,
     /// The stage's consumers. Few in practice: a linear search beats hashing.
@@ -72,6 +76,8 @@ pub(crate) struct Engine<S, D: Drive<S>> {
     stop: Option<Reason>,
     timers: DelayQueue<(TimerRef, Job<S>)>,
     timer_keys: HashMap<TimerRef, delay_queue::Key>,
+    /// Asks drained from a consumer's queue, kept for the allocation.
+    asks: Vec<usize>,
     /// The rest of a batch the stage was cutting when it was told to stop.
     unhandled: Vec<(SubscriptionId, Batch<D::In>)>,
     events_out: u64,
@@ -123,6 +129,7 @@ pub(crate) fn spawn<S: Send + 'static, D: Drive<S>>(
         timers: DelayQueue::new(),
         timer_keys: HashMap::new(),
         unhandled: Vec::new(),
+        asks: Vec::new(),
         events_out: 0,
         returned: 0,
         dropped: 0,
@@ -131,8 +138,7 @@ pub(crate) fn spawn<S: Send + 'static, D: Drive<S>>(
     handle
 }
 
-type Receiver<S, D> =
-    mpsc::UnboundedReceiver<Envelope<S, <D as Drive<S>>::In, <D as Drive<S>>::Out>>;
+type Receiver<S, D> = mpsc::UnboundedReceiver<Envelope<S, <D as Drive<S>>::Out>>;
 
 impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
     async fn run(
@@ -215,7 +221,7 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
 
     /// The next message or expired timer. Timers are checked first, so a timer that is due
     /// runs before messages that keep arriving.
-    async fn next(&mut self, rx: &mut Receiver<S, D>) -> Option<Woken<S, D::In, D::Out>> {
+    async fn next(&mut self, rx: &mut Receiver<S, D>) -> Option<Woken<S, D::Out>> {
         if self.timers.is_empty() {
             return rx.recv().await.map(Woken::Mail);
         }
@@ -231,29 +237,26 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
         }
     }
 
-    async fn handle(&mut self, envelope: Envelope<S, D::In, D::Out>) {
+    async fn handle(&mut self, envelope: Envelope<S, D::Out>) {
         match envelope {
-            Envelope::Events(id, events) => {
-                if let Some(batch) = self.events_arrived(id, Batch::Events(events)) {
-                    self.consume(id, batch, false).await;
-                }
-            }
-            Envelope::Packet(id, packet) => {
-                if let Some(batch) = self.events_arrived(id, Batch::Packet(packet)) {
-                    self.consume(id, batch, false).await;
-                }
-            }
+            Envelope::Batches(id) => self.batches_arrived(id).await,
             Envelope::ProducerCancel(id, cancel) => self.producer_cancel_arrived(id, *cancel).await,
             Envelope::Subscribe(subscription) => {
                 let Subscription {
                     id,
                     sink,
+                    asks,
                     opts,
                     ack,
                 } = *subscription;
-                self.consumer_subscribed(id, sink, opts, ack).await
+                let sink = Sink {
+                    id,
+                    downstream: sink,
+                    asks,
+                };
+                self.consumer_subscribed(sink, opts, ack).await
             }
-            Envelope::Ask(id, n) => self.asked(id, n),
+            Envelope::Asks(id) => self.asks_arrived(id).await,
             Envelope::ConsumerCancel(cancel) => {
                 let (id, cancel, returned) = *cancel;
                 self.consumer_cancelled(id, cancel, returned).await
@@ -359,7 +362,9 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
         for (id, reason) in std::mem::take(&mut self.ctx.cancels) {
             // Through the mailbox, after what is already in it.
             self.me
-                .send(Envelope::Control(Box::new(Control::CancelSubscription(id, reason))));
+                .send(Envelope::Control(Box::new(Control::CancelSubscription(
+                    id, reason,
+                ))));
         }
         for op in std::mem::take(&mut self.ctx.timers) {
             match op {
@@ -405,16 +410,18 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
     fn exit(&mut self, reason: &Reason, rx: &mut Receiver<S, D>) -> Counters {
         self.ctx.exiting.store(true, Ordering::Release);
         self.deliver();
-        for (id, sink) in self.sinks.drain(..) {
-            sink.cancel(id, Cancel::Down(reason.clone()));
+        for sink in self.sinks.drain(..) {
+            sink.downstream
+                .cancel(sink.id, Cancel::Down(reason.clone()));
+            // Its asks from now on fail, and the news it sends itself of that arrives after
+            // the down just sent, which carries the real reason.
+            sink.asks.close();
         }
         rx.close();
         let mut unhandled = std::mem::take(&mut self.unhandled);
         unhandled.extend(self.inlet.take_waiting_events());
         while let Ok(envelope) = rx.try_recv() {
             match envelope {
-                Envelope::Events(id, events) => unhandled.push((id, Batch::Events(events))),
-                Envelope::Packet(id, packet) => unhandled.push((id, Batch::Packet(packet))),
                 Envelope::Subscribe(subscription) => {
                     let Subscription { id, sink, ack, .. } = *subscription;
                     sink.cancel(id, Cancel::Down(reason.clone()));
@@ -462,11 +469,15 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
             }
         }
         for up in self.inlet.take_all() {
-            let returned = by_sub
+            let mut returned = by_sub
                 .iter()
                 .position(|(s, _)| *s == up.id)
                 .map(|i| by_sub.swap_remove(i).1)
                 .unwrap_or_default();
+            // What waits in its queue came after what is already unhandled.
+            for batch in up.queue.close() {
+                returned.extend(batch.into_events());
+            }
             let n = returned.len() as u64;
             match up
                 .producer
@@ -490,9 +501,18 @@ mod size_probe {
     #[test]
     fn sizes() {
         struct S;
-        eprintln!("envelope {}", std::mem::size_of::<super::Envelope<S, u64, u64>>());
-        eprintln!("control {}", std::mem::size_of::<crate::handle::Control<S>>());
-        eprintln!("opts {}", std::mem::size_of::<crate::options::SubscribeOptions>());
+        eprintln!(
+            "envelope {}",
+            std::mem::size_of::<super::Envelope<S, u64>>()
+        );
+        eprintln!(
+            "control {}",
+            std::mem::size_of::<crate::handle::Control<S>>()
+        );
+        eprintln!(
+            "opts {}",
+            std::mem::size_of::<crate::options::SubscribeOptions>()
+        );
         eprintln!("cancel {}", std::mem::size_of::<crate::error::Cancel>());
     }
 }

@@ -3,9 +3,11 @@
 
 use tracing::{debug, error, info, warn};
 
+use std::sync::Arc;
+
 use super::Engine;
 use super::drive::Drive;
-use super::mailbox::Envelope;
+use super::mailbox::{Envelope, Inbox};
 use crate::address::{Ack, Downstream, ProducerRef};
 use crate::context::Job;
 use crate::error::{Cancel, Reason, SubscribeError};
@@ -33,16 +35,27 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
             return;
         }
         let id = SubscriptionId::next();
-        self.inlet.add(id, producer.clone(), opts.cancel_mode());
-        let sink: Box<dyn Downstream<D::In>> = Box::new(self.me.clone());
-        if !producer.0.subscribe(id, sink, opts.clone(), ack) {
+        let queue = Arc::default();
+        let asks = Arc::default();
+        let sink: Box<dyn Downstream<D::In>> = Box::new(Inbox {
+            mailbox: self.me.clone(),
+            queue: Arc::clone(&queue),
+        });
+        self.inlet.add(
+            id,
+            producer.clone(),
+            opts.cancel_mode(),
+            queue,
+            Arc::clone(&asks),
+        );
+        if !producer.0.subscribe(id, sink, asks, opts.clone(), ack) {
             // The producer exited in between: it is down.
             self.producer_down(id);
         }
         let mode = D::subscribed_to(&mut self.stage, id, &opts, &mut self.ctx).await;
         if mode == SubscriptionMode::Automatic {
-            if let Some(producer) = self.inlet.automatic(id, max, min) {
-                if !producer.ask(id, max) {
+            if let Some(up) = self.inlet.automatic(id, max, min) {
+                if !up.ask(max) {
                     self.producer_down(id);
                 }
             }
@@ -63,14 +76,16 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
     /// The producer of `id` is gone: its cancel goes through the mailbox, behind the events it
     /// sent before it exited, which are all in the mailbox already.
     fn producer_down(&self, id: SubscriptionId) {
-        self.me
-            .send(Envelope::ProducerCancel(id, Box::new(Cancel::Down(Reason::NoProc))));
+        self.me.send(Envelope::ProducerCancel(
+            id,
+            Box::new(Cancel::Down(Reason::NoProc)),
+        ));
     }
 
     pub(super) fn ask_upstream(&mut self, id: SubscriptionId, n: usize) {
         match self.inlet.manual_ask(id, n) {
-            Ok(producer) => {
-                if !producer.ask(id, n) {
+            Ok(up) => {
+                if !up.ask(n) {
                     self.producer_down(id);
                 }
             }
@@ -86,9 +101,33 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
             return;
         }
         if let Some(up) = self.inlet.get(id) {
-            if !up.producer.ask(id, n) {
+            if !up.ask(n) {
                 self.producer_down(id);
             }
+        }
+    }
+
+    /// The batches waiting in subscription `id`'s queue, each as one message, in order: those
+    /// that were there when the stage got to them. Batches that arrive meanwhile found the
+    /// queue busy and sent no wake-up, so the stage sends itself one: they are handled after
+    /// the messages that reached its mailbox in between (a stop, say) instead of before them.
+    pub(super) async fn batches_arrived(&mut self, id: SubscriptionId) {
+        let Some(waiting) = self.inlet.get(id).map(|up| up.queue.len()) else {
+            return;
+        };
+        for _ in 0..waiting {
+            if self.stop.is_some() {
+                return;
+            }
+            let Some(batch) = self.inlet.get(id).and_then(|up| up.queue.pop()) else {
+                return;
+            };
+            if let Some(batch) = self.events_arrived(id, batch) {
+                self.consume(id, batch, false).await;
+            }
+        }
+        if self.inlet.get(id).is_some_and(|up| up.queue.len() > 0) {
+            self.me.send(Envelope::Batches(id));
         }
     }
 
@@ -108,6 +147,15 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
     }
 
     pub(super) async fn producer_cancel_arrived(&mut self, id: SubscriptionId, cancel: Cancel) {
+        // The producer sent what is still in the queue before it cancelled.
+        while self.stop.is_none() {
+            let Some(batch) = self.inlet.get(id).and_then(|up| up.queue.pop()) else {
+                break;
+            };
+            if let Some(batch) = self.events_arrived(id, batch) {
+                self.consume(id, batch, false).await;
+            }
+        }
         if D::EMITS && !self.inlet.inbox_is_empty() {
             self.inlet.wait(Inbound::Cancel(id, cancel));
         } else {
@@ -230,7 +278,7 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
             {
                 self.producer_down(id);
             }
-        } else if self.sinks.iter().any(|(s, _)| *s == id) {
+        } else if self.sinks.iter().any(|s| s.id == id) {
             self.consumer_cancelled(id, Cancel::Cancelled(reason), Vec::new())
                 .await;
         }
