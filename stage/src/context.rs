@@ -60,7 +60,8 @@ pub struct Context<S> {
     me: StageHandle<S>,
     /// Set when the stage stops, so that replies dropped after that say `Closed`.
     pub(crate) exiting: Arc<AtomicBool>,
-    /// Events emitted by a stage started without a producer side.
+    /// Events the stage dropped: emitted by a stage started without a producer side, or given
+    /// up by one of the crate's own consumers.
     pub(crate) misplaced: u64,
     /// Whether a handler asked for anything since the engine last looked: most handlers ask
     /// for nothing, and then there is nothing to apply.
@@ -178,6 +179,11 @@ impl<S> Context<S> {
             tx: Some(tx),
             exiting: Arc::clone(&self.exiting),
         }
+    }
+
+    /// Counts `n` events the stage dropped on purpose in its final counters' `dropped`.
+    pub(crate) fn count_dropped(&mut self, n: usize) {
+        self.misplaced += n as u64;
     }
 
     /// Takes the events emitted since last time.

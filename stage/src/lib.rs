@@ -126,6 +126,8 @@
 
 mod address;
 mod buffer;
+mod channel;
+mod closure;
 mod consumer;
 mod context;
 mod counters;
@@ -141,11 +143,19 @@ mod options;
 mod outlet;
 mod packet;
 mod producer;
+mod sink;
 mod start;
 mod stream;
 mod supervisor;
 
 pub use address::{AsProducer, ProducerRef};
+pub use channel::{
+    ChannelBuilder, MAX_CHANNEL_CAPACITY, SendError, Sender, TrySendError, channel,
+};
+pub use closure::{
+    ConsumerFn, ProducerConsumerFn, ProducerFn, async_consumer_fn, async_producer_consumer_fn,
+    async_producer_fn, consumer_fn, producer_consumer_fn, producer_fn,
+};
 pub use consumer::Consumer;
 pub use context::{Context, ReplyTo, TimerRef};
 pub use counters::Counters;
@@ -162,12 +172,13 @@ pub use options::{
 };
 pub use packet::Packet;
 pub use producer::Producer;
+pub use sink::{SenderConsumer, SinkConsumer, into_sender, into_sink};
 pub use start::{
     ConsumerBuilder, ProducerBuilder, ProducerConsumerBuilder, consumer, producer,
     producer_consumer,
 };
 pub use stream::{
-    ConsumerStream, Feed, IterProducer, StreamBuilder, StreamProducer, from_iter, from_stream,
+    ConsumerStream, EventStream, Feed, IterProducer, StreamBuilder, StreamProducer, from_iter, from_stream,
     stream,
 };
 pub use supervisor::{

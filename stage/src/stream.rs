@@ -118,6 +118,19 @@ where
     crate::producer(IterProducer::new(iter.into_iter()))
 }
 
+/// A [`Stream`] a producer can be made from: every `Stream` is one.
+///
+/// This trait exists so that passing something that is not a stream (a tokio channel's
+/// `Receiver`, say) to [`from_stream`] gets an error that says which wrapper to use.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a `Stream`, so `from_stream` cannot make a producer of it",
+    label = "not a `Stream`",
+    note = "a tokio channel receiver is not a `Stream` itself: wrap it with `tokio_stream::wrappers::ReceiverStream::new(rx)` (or `UnboundedReceiverStream`, `BroadcastStream`, `WatchStream`, `IntervalStream`), or make the channel with `stage::channel`"
+)]
+pub trait EventStream: Stream {}
+
+impl<St: Stream + ?Sized> EventStream for St {}
+
 /// What feeds a [`StreamProducer`]: a batch of items, or the end of the stream.
 #[derive(Debug)]
 pub enum Feed<T> {
@@ -206,8 +219,8 @@ impl<St: Stream> fmt::Debug for StreamBuilder<St> {
 ///
 /// A tokio channel receiver is not a `Stream` itself: wrap it in
 /// `tokio_stream::wrappers::ReceiverStream` (or `UnboundedReceiverStream`, `BroadcastStream`,
-/// `IntervalStream`, ...) first. For a channel into a pipeline, [`crate::channel`] also holds
-/// back its senders when the pipeline is slow.
+/// `IntervalStream`, ...) first. For a channel into a pipeline, [`channel`](crate::channel)
+/// also holds back its senders when the pipeline is slow.
 ///
 /// # Examples
 ///
@@ -223,7 +236,7 @@ impl<St: Stream> fmt::Debug for StreamBuilder<St> {
 /// ```
 pub fn from_stream<St>(stream: St) -> StreamBuilder<St>
 where
-    St: Stream + Send + 'static,
+    St: EventStream + Send + 'static,
     St::Item: Send + 'static,
 {
     StreamBuilder {
