@@ -106,6 +106,25 @@ impl<T: Send + 'static> ChannelBuilder<T> {
         self
     }
 
+    /// See [`ProducerBuilder::stall_warning`](crate::ProducerBuilder::stall_warning).
+    pub fn stall_warning(mut self, after: std::time::Duration) -> Self {
+        self.inner = self.inner.stall_warning(after);
+        self
+    }
+
+    /// See [`ProducerBuilder::parent_span`](crate::ProducerBuilder::parent_span).
+    pub fn parent_span(mut self, span: tracing::Span) -> Self {
+        self.inner = self.inner.parent_span(span);
+        self
+    }
+
+    /// Shuts the producer down when `token` is cancelled: senders see the channel closed, and
+    /// events still in the channel are dropped.
+    pub fn cancel_on(mut self, token: tokio_util::sync::CancellationToken) -> Self {
+        self.inner = self.inner.cancel_on(token);
+        self
+    }
+
     /// Starts the producer.
     ///
     /// # Errors

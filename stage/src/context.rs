@@ -57,7 +57,7 @@ pub struct Context<S> {
     pub(crate) replies: Vec<Box<dyn FnOnce() + Send>>,
     pub(crate) timers: Vec<TimerOp<S>>,
     next_timer: u64,
-    me: StageHandle<S>,
+    pub(crate) me: StageHandle<S>,
     /// Set when the stage stops, so that replies dropped after that say `Closed`.
     pub(crate) exiting: Arc<AtomicBool>,
     /// Events the stage dropped: emitted by a stage started without a producer side, or given

@@ -147,6 +147,7 @@ mod sink;
 mod start;
 mod stream;
 mod supervisor;
+mod topology;
 
 pub use address::{AsProducer, ProducerRef};
 pub use channel::{
@@ -180,6 +181,10 @@ pub use start::{
 pub use stream::{
     ConsumerStream, EventStream, Feed, IterProducer, StreamBuilder, StreamProducer, from_iter, from_stream,
     stream,
+};
+pub use topology::{
+    ConsumerLink, DEFAULT_TOPOLOGY_WAIT, EdgeInfo, ProducerLink, StageInfo, StageKind, Topology,
+    topology, topology_within,
 };
 pub use supervisor::{
     ChildId, ChildState, Children, ConsumerSupervisor, Restart, StartChildError, SupervisorHandle,

@@ -202,6 +202,9 @@ pub struct StreamBuilder<St: Stream> {
     dispatcher: Option<Box<dyn Dispatcher<St::Item>>>,
     name: Option<Arc<str>>,
     stop_on_cancel: bool,
+    stall_warning: Option<std::time::Duration>,
+    parent_span: Option<tracing::Span>,
+    cancel_on: Option<tokio_util::sync::CancellationToken>,
 }
 
 impl<St: Stream> fmt::Debug for StreamBuilder<St> {
@@ -244,6 +247,9 @@ where
         dispatcher: None,
         name: None,
         stop_on_cancel: false,
+        stall_warning: None,
+        parent_span: None,
+        cancel_on: None,
     }
 }
 
@@ -271,6 +277,26 @@ where
         self
     }
 
+    /// See [`ProducerBuilder::stall_warning`]. The stream being slow to yield is not a stall
+    /// the producer reports: its consumers' watchdogs do.
+    pub fn stall_warning(mut self, after: std::time::Duration) -> Self {
+        self.stall_warning = Some(after);
+        self
+    }
+
+    /// See [`ProducerBuilder::parent_span`].
+    pub fn parent_span(mut self, span: tracing::Span) -> Self {
+        self.parent_span = Some(span);
+        self
+    }
+
+    /// See [`ProducerBuilder::cancel_on`]: the producer shuts down (dropping the stream) when
+    /// `token` is cancelled.
+    pub fn cancel_on(mut self, token: tokio_util::sync::CancellationToken) -> Self {
+        self.cancel_on = Some(token);
+        self
+    }
+
     /// Starts the producer and the task that feeds it.
     ///
     /// # Errors
@@ -288,6 +314,15 @@ where
             .name(self.name.unwrap_or_else(|| Arc::from("stage::from_stream")));
         if let Some(dispatcher) = self.dispatcher {
             builder = builder.dispatcher(dispatcher);
+        }
+        if let Some(after) = self.stall_warning {
+            builder = builder.stall_warning(after);
+        }
+        if let Some(span) = self.parent_span {
+            builder = builder.parent_span(span);
+        }
+        if let Some(token) = self.cancel_on {
+            builder = builder.cancel_on(token);
         }
         let handle = builder.start()?;
         tokio::spawn(feed(self.stream, demand_rx, handle.clone()));
