@@ -71,7 +71,10 @@ where
     T: Send + 'static,
     F: FnMut(Vec<T>) + Send + 'static,
 {
-    async_consumer_fn(move |events| ready(f(events)))
+    async_consumer_fn(move |events| {
+        f(events);
+        ready(())
+    })
 }
 
 /// Prepares a consumer that awaits `f(batch)` for each batch it receives. The next batch is
@@ -174,6 +177,7 @@ where
 /// assert_eq!(got, [4, 8, 12]);
 /// # }
 /// ```
+#[allow(clippy::type_complexity)] // the closure's type cannot be named otherwise
 pub fn producer_consumer_fn<I, O, F>(
     mut f: F,
 ) -> ProducerConsumerBuilder<
