@@ -262,11 +262,7 @@ impl<I: Send + 'static, M> Inlet<I, M> {
 
     /// Each subscription's credit: what it has asked for and not received.
     pub(crate) fn credits(&self) -> Vec<(SubscriptionId, usize)> {
-        let mut credits: Vec<_> = self
-            .upstreams
-            .iter()
-            .map(|u| (u.id, u.credit()))
-            .collect();
+        let mut credits: Vec<_> = self.upstreams.iter().map(|u| (u.id, u.credit())).collect();
         credits.sort();
         credits
     }

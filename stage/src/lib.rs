@@ -150,9 +150,7 @@ mod supervisor;
 mod topology;
 
 pub use address::{AsProducer, ProducerRef};
-pub use channel::{
-    ChannelBuilder, MAX_CHANNEL_CAPACITY, SendError, Sender, TrySendError, channel,
-};
+pub use channel::{ChannelBuilder, MAX_CHANNEL_CAPACITY, SendError, Sender, TrySendError, channel};
 pub use closure::{
     ConsumerFn, ProducerConsumerFn, ProducerFn, async_consumer_fn, async_producer_consumer_fn,
     async_producer_fn, consumer_fn, producer_consumer_fn, producer_fn,
@@ -179,14 +177,14 @@ pub use start::{
     producer_consumer,
 };
 pub use stream::{
-    ConsumerStream, EventStream, Feed, IterProducer, StreamBuilder, StreamProducer, from_iter, from_stream,
-    stream,
-};
-pub use topology::{
-    ConsumerLink, DEFAULT_TOPOLOGY_WAIT, EdgeInfo, ProducerLink, StageInfo, StageKind, Topology,
-    topology, topology_within,
+    ConsumerStream, EventStream, Feed, IterProducer, StreamBuilder, StreamProducer, from_iter,
+    from_stream, stream,
 };
 pub use supervisor::{
     ChildId, ChildState, Children, ConsumerSupervisor, Restart, StartChildError, SupervisorHandle,
     TerminateChildError,
+};
+pub use topology::{
+    ConsumerLink, DEFAULT_TOPOLOGY_WAIT, EdgeInfo, ProducerLink, StageInfo, StageKind, Topology,
+    topology, topology_within,
 };

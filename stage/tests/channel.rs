@@ -42,7 +42,11 @@ async fn eight_senders_and_a_slow_consumer_lose_nothing_and_hold_at_most_the_cap
         );
         for (sender, seq) in events {
             let prev = last[sender as usize].replace(seq);
-            assert_eq!(prev.map_or(0, |p| p + 1), seq, "sender {sender} out of order");
+            assert_eq!(
+                prev.map_or(0, |p| p + 1),
+                seq,
+                "sender {sender} out of order"
+            );
         }
         async {
             // A slow consumer: the senders outrun it.
@@ -60,7 +64,9 @@ async fn eight_senders_and_a_slow_consumer_lose_nothing_and_hold_at_most_the_cap
         let accepted = Arc::clone(&accepted);
         senders.push(tokio::spawn(async move {
             for seq in 0..EACH {
-                tx.send((sender, seq)).await.expect("the channel closed early");
+                tx.send((sender, seq))
+                    .await
+                    .expect("the channel closed early");
                 accepted.fetch_add(1, Ordering::SeqCst);
             }
         }));
@@ -152,7 +158,11 @@ async fn into_sink_delivers_everything_in_order_with_back_pressure() {
 #[tokio::test]
 async fn a_failing_sink_stops_its_consumer_and_counts_what_it_lost() {
     let sink = futures::sink::unfold(0u64, |taken, _: u64| async move {
-        if taken == 25 { Err("disk full") } else { Ok(taken + 1) }
+        if taken == 25 {
+            Err("disk full")
+        } else {
+            Ok(taken + 1)
+        }
     });
     let numbers = stage::from_iter(0..100u64).start().unwrap();
     let c = stage::into_sink(Box::pin(sink))
@@ -183,8 +193,5 @@ async fn into_sender_delivers_in_order_and_stops_when_the_receiver_goes() {
     assert_eq!(within(c.join()).await, Reason::Normal);
     let counters = c.final_counters().unwrap();
     // It was waiting for room with part of a batch in hand: that part is counted as dropped.
-    assert!(
-        (1..=25).contains(&counters.dropped),
-        "{counters:?}"
-    );
+    assert!((1..=25).contains(&counters.dropped), "{counters:?}");
 }

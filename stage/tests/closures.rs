@@ -115,7 +115,10 @@ async fn async_forms_await_their_future_before_asking_for_more() {
         async move {
             assert_eq!(busy.fetch_add(1, std::sync::atomic::Ordering::SeqCst), 0);
             tokio::time::sleep(Duration::from_millis(5)).await;
-            sum.fetch_add(events.iter().sum::<u64>(), std::sync::atomic::Ordering::SeqCst);
+            sum.fetch_add(
+                events.iter().sum::<u64>(),
+                std::sync::atomic::Ordering::SeqCst,
+            );
             busy.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         }
     })

@@ -130,6 +130,7 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
                 outlet,
                 sinks,
                 events_out,
+                meter,
                 ..
             } = self;
             for (id, batch) in outlet.sends() {
@@ -143,6 +144,7 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
                         trace!(subscription = %id, events = n, "dispatched");
                         sink.sent += n;
                         *events_out += n;
+                        meter.sent(n);
                     }
                     Err(batch) => failed.push((id, batch)),
                 }
@@ -155,7 +157,13 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
                 self.outlet.cancel(id, batch);
             }
         }
+        // Reading the dispatcher's queue length costs a virtual call: only with the feature.
+        #[cfg(feature = "metrics")]
+        self.meter.buffered(self.outlet.buffered());
         let discarded = self.outlet.take_discarded();
+        if discarded > 0 {
+            self.meter.discarded(discarded);
+        }
         if discarded > 0 && D::discarded(&mut self.stage, discarded) {
             warn!(stage = %self.name, dropped = discarded, "producer has discarded events from buffer");
         }

@@ -8,6 +8,7 @@
 mod downstream;
 pub(crate) mod drive;
 pub(crate) mod mailbox;
+mod meter;
 mod upstream;
 mod watchdog;
 
@@ -87,6 +88,7 @@ pub(crate) struct Engine<S, D: Drive<S>> {
     /// Set by a graceful shutdown: no new work is taken.
     shutting: bool,
     watchdog: Option<watchdog::Watchdog>,
+    meter: meter::Meter,
     stop: Option<Reason>,
     timers: DelayQueue<(TimerRef, Job<S>)>,
     timer_keys: HashMap<TimerRef, delay_queue::Key>,
@@ -125,6 +127,7 @@ pub(crate) fn spawn<S: Send + 'static, D: Drive<S>>(
         aborted: std::sync::atomic::AtomicBool::new(false),
     });
     let out = D::EMITS.then(|| Box::new(Vec::<D::Out>::new()) as Box<dyn std::any::Any + Send>);
+    let name = Arc::clone(&setup.name);
     let engine = Engine::<S, D> {
         stage: setup.stage,
         ctx: Context::new(handle.clone(), out),
@@ -142,6 +145,7 @@ pub(crate) fn spawn<S: Send + 'static, D: Drive<S>>(
         finishing: None,
         shutting: false,
         watchdog: setup.stall_warning.map(watchdog::Watchdog::new),
+        meter: meter::Meter::new(&name, D::ROLE.as_str()),
         stop: None,
         timers: DelayQueue::new(),
         timer_keys: HashMap::new(),
@@ -152,13 +156,16 @@ pub(crate) fn spawn<S: Send + 'static, D: Drive<S>>(
         dropped: 0,
     };
     let span = match &setup.parent_span {
-        Some(parent) => tracing::info_span!(parent: parent, "stage", name = %engine.name, kind = D::ROLE.as_str()),
+        Some(parent) => {
+            tracing::info_span!(parent: parent, "stage", name = %engine.name, kind = D::ROLE.as_str())
+        }
         None => tracing::info_span!("stage", name = %engine.name, kind = D::ROLE.as_str()),
     };
     crate::topology::register(&handle);
-    runtime.spawn(
-        tracing::Instrument::instrument(engine.run(rx, setup.subscriptions, exit_tx), span),
-    );
+    runtime.spawn(tracing::Instrument::instrument(
+        engine.run(rx, setup.subscriptions, exit_tx),
+        span,
+    ));
     if let Some(token) = setup.cancel_on {
         let stage = handle.clone();
         runtime.spawn(async move {
@@ -399,7 +406,11 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
                 self.run_job(job).await;
                 continue;
             }
-            let demand = if self.shutting { 0 } else { self.outlet.take_produce() };
+            let demand = if self.shutting {
+                0
+            } else {
+                self.outlet.take_produce()
+            };
             if demand > 0 {
                 let events = D::demand(&mut self.stage, demand, &mut self.ctx).await;
                 self.apply();
@@ -582,12 +593,14 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
             warn!(stage = %self.name, %reason, dropped = held, "stage exited with events it had not sent; dropped");
         }
         self.dropped += held;
+        let counters = self.counters();
+        self.meter.exited(counters.dropped, counters.returned);
         if reason.is_normal() {
             debug!(stage = %self.name, %reason, "stage exited");
         } else {
             info!(stage = %self.name, %reason, "stage exited");
         }
-        self.counters()
+        counters
     }
 
     /// Gives each producer back the events of its subscription the stage never handled, with

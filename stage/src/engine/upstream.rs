@@ -195,6 +195,7 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
         if len == 0 {
             return;
         }
+        self.meter.received(len);
         let mut message = match self.inlet.arrive(id, len) {
             Arrival::Cut(message) => message,
             Arrival::Whole => {

@@ -93,8 +93,8 @@ impl Watchdog {
             let sent = sink.sent != w.sent;
             w.asked = sink.asked;
             w.sent = sink.sent;
-            w.quiet_since = (buffered > 0 && owed == 0 && !asked)
-                .then(|| w.quiet_since.unwrap_or(now));
+            w.quiet_since =
+                (buffered > 0 && owed == 0 && !asked).then(|| w.quiet_since.unwrap_or(now));
             w.unmet_since = (owed > 0 && !sent).then(|| w.unmet_since.unwrap_or(now));
             let stalled = [w.quiet_since, w.unmet_since]
                 .into_iter()
