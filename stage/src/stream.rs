@@ -237,6 +237,22 @@ impl<St: Stream> fmt::Debug for StreamBuilder<St> {
 /// assert_eq!(got, ["a", "b", "c"]);
 /// # }
 /// ```
+///
+/// A channel's receiver needs its wrapper; without it the error says which one:
+///
+/// ```compile_fail
+/// let (_tx, rx) = tokio::sync::mpsc::channel::<u32>(8);
+/// let _ = stage::from_stream(rx); // `Receiver<u32>` is not a `Stream`: wrap it with `ReceiverStream`
+/// ```
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let (_tx, rx) = tokio::sync::mpsc::channel::<u32>(8);
+/// let numbers = stage::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)).start().unwrap();
+/// # let _ = numbers;
+/// # }
+/// ```
 pub fn from_stream<St>(stream: St) -> StreamBuilder<St>
 where
     St: EventStream + Send + 'static,
