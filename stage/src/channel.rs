@@ -10,7 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::dispatcher::Dispatcher;
 use crate::error::{OptionError, StartError};
 use crate::handle::StageHandle;
-use crate::stream::{StreamBuilder, StreamProducer};
+use crate::stream::{Feed, StreamBuilder, StreamProducer};
 
 /// The largest channel capacity (tokio's limit for a bounded channel).
 pub const MAX_CHANNEL_CAPACITY: usize = usize::MAX >> 3;
@@ -135,7 +135,54 @@ impl<T: Send + 'static> ChannelBuilder<T> {
         if let Some(invalid) = self.invalid {
             return Err(StartError::Option(invalid));
         }
-        self.inner.start()
+        self.inner.start_with(pump)
+    }
+}
+
+/// Feeds the producer from the channel: waits for demand, then takes up to that many events at
+/// once (which also gives their room back to the senders at once).
+async fn pump<T: Send + 'static>(
+    stream: ReceiverStream<T>,
+    mut demand: mpsc::UnboundedReceiver<usize>,
+    producer: StageHandle<StreamProducer<T>>,
+) {
+    let mut rx = stream.into_inner();
+    let mut wanted = 0usize;
+    let mut batch = Vec::new();
+    loop {
+        while let Ok(n) = demand.try_recv() {
+            wanted = wanted.saturating_add(n);
+        }
+        if wanted == 0 {
+            match demand.recv().await {
+                Some(n) => wanted = n,
+                None => return,
+            }
+            continue;
+        }
+        let got = tokio::select! {
+            got = rx.recv_many(&mut batch, wanted.min(rx.max_capacity())) => got,
+            more = demand.recv() => match more {
+                Some(n) => {
+                    wanted = wanted.saturating_add(n);
+                    continue;
+                }
+                // The producer stopped: the channel closes with the receiver.
+                None => return,
+            },
+        };
+        if got == 0 {
+            // Every sender is gone and the channel is empty.
+            let _ = producer.cast(Feed::End);
+            return;
+        }
+        wanted -= got;
+        if producer
+            .cast(Feed::Batch(std::mem::take(&mut batch)))
+            .is_err()
+        {
+            return;
+        }
     }
 }
 

@@ -319,6 +319,19 @@ where
     ///
     /// [`StartError::NoRuntime`] outside a tokio runtime.
     pub fn start(self) -> Result<StageHandle<StreamProducer<St::Item>>, StartError> {
+        self.start_with(feed)
+    }
+
+    /// Starts the producer, and `feeder` on a task of its own with the stream, the demand the
+    /// producer receives, and the producer's handle to cast [`Feed`]s to.
+    pub(crate) fn start_with<F, Fut>(
+        self,
+        feeder: F,
+    ) -> Result<StageHandle<StreamProducer<St::Item>>, StartError>
+    where
+        F: FnOnce(St, mpsc::UnboundedReceiver<usize>, StageHandle<StreamProducer<St::Item>>) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
         let (demand_tx, demand_rx) = mpsc::unbounded_channel();
         let producer = StreamProducer {
             demand: demand_tx,
@@ -341,7 +354,7 @@ where
             builder = builder.cancel_on(token);
         }
         let handle = builder.start()?;
-        tokio::spawn(feed(self.stream, demand_rx, handle.clone()));
+        tokio::spawn(feeder(self.stream, demand_rx, handle.clone()));
         Ok(handle)
     }
 }
