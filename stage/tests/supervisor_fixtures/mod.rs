@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use stage::{SubscribeOptions, SupervisorHandle};
+use stage::{ChildFailure, SubscribeOptions, SupervisorHandle};
 use tokio::time::{Instant, sleep, timeout};
 
 use crate::support::{Ask, Msg, ProducerHandle, Source, demands};
@@ -229,3 +229,29 @@ impl tracing::Subscriber for Logs {
     fn exit(&self, _: &tracing::span::Id) {}
 }
 
+/// The failures a supervisor reported to its `on_failure` callback, in order.
+#[derive(Clone, Debug, Default)]
+pub struct Failures(Arc<Mutex<Vec<ChildFailure>>>);
+
+impl Failures {
+    /// A callback for `ConsumerSupervisor::on_failure` that records into this.
+    pub fn callback(&self) -> impl FnMut(ChildFailure) + Send + 'static {
+        let all = Arc::clone(&self.0);
+        move |failure| all.lock().unwrap().push(failure)
+    }
+
+    pub fn all(&self) -> Vec<ChildFailure> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Each failure as `(error text, restarting)`, sorted.
+    pub fn texts(&self) -> Vec<(String, bool)> {
+        let mut texts: Vec<_> = self
+            .all()
+            .iter()
+            .map(|f| (f.error.to_string(), f.restarting))
+            .collect();
+        texts.sort();
+        texts
+    }
+}
