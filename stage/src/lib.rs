@@ -94,7 +94,8 @@
 //!
 //! A [`ConsumerSupervisor`] is a consumer that starts one tokio task per event, with at most
 //! `max_demand` running per subscription: demand is the number of children, and a slot is
-//! asked for again when its child ends. Failed children are logged, counted, passed to an
+//! asked for again as soon as its child ends (a supervisor's `min_demand` defaults to 0).
+//! Failed children are logged, counted, passed to an
 //! [`on_failure`](ConsumerSupervisor::on_failure) callback and, with [`Restart::Transient`],
 //! run again within a restart intensity; [`SupervisorHandle`] counts, starts and terminates
 //! them.

@@ -248,6 +248,40 @@ async fn min_0_asks_one_for_each_freed_slot() {
     assert!(asks.iter().all(|&n| n == 1), "{asks:?}");
 }
 
+/// Not GenStage's `max_demand / 2`: a supervisor's `min_demand` defaults to 0.
+#[tokio::test(start_paused = true)]
+async fn min_demand_defaults_to_0_so_each_freed_slot_is_asked_for_at_once() {
+    let start = Instant::now();
+    let p = stage::producer(Source::counter(0)).start().unwrap();
+    let probe = Probe::default();
+    let sup = ConsumerSupervisor::new(sleeper(&probe, |n| (n + 1) * 10))
+        .subscribe_to(&p, SubscribeOptions::new().max_demand(4))
+        .start()
+        .unwrap();
+    assert_eq!(guard(new_demands(&p, &sup)).await, [4]);
+    guard(until(start, 15)).await;
+    assert_eq!(guard(new_demands(&p, &sup)).await, [1], "child 0 ended");
+    guard(until(start, 25)).await;
+    assert_eq!(guard(new_demands(&p, &sup)).await, [1], "child 1 ended");
+    assert_eq!(guard(sup.count_children()).await.unwrap().active, 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_min_demand_given_is_kept() {
+    let start = Instant::now();
+    let p = stage::producer(Source::counter(0)).start().unwrap();
+    let probe = Probe::default();
+    let sup = ConsumerSupervisor::new(sleeper(&probe, |n| (n + 1) * 10))
+        .subscribe_to(&p, SubscribeOptions::new().max_demand(4).min_demand(2))
+        .start()
+        .unwrap();
+    assert_eq!(guard(new_demands(&p, &sup)).await, [4]);
+    guard(until(start, 15)).await;
+    assert_eq!(guard(new_demands(&p, &sup)).await, [0usize; 0]);
+    guard(until(start, 25)).await;
+    assert_eq!(guard(new_demands(&p, &sup)).await, [2]);
+}
+
 // ----- §2.15 rule 4 and §1.7: restart kinds -----
 
 #[tokio::test(start_paused = true)]

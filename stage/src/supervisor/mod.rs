@@ -88,8 +88,15 @@ pub enum ChildState {
 /// Demand is the number of children: on each subscription the supervisor asks for `max_demand`
 /// events, so at most `max_demand` children from that producer run at once. A child that ends
 /// without being restarted frees its slot; once `min_demand` slots are free the supervisor asks
-/// for that many events (with `min_demand` 0, at once). A child being restarted keeps its
-/// slot.
+/// for that many events. A child being restarted keeps its slot.
+///
+/// Unlike other consumers (and GenStage's supervisor), a supervisor's `min_demand` defaults to
+/// **0**: each freed slot is asked for again at once, so `max_demand` children keep running
+/// while the producer has work, as with a `JoinSet` bounded by a semaphore. Waiting for
+/// `max_demand / 2` free slots, the usual default, leaves up to half the slots idle: 60 jobs of
+/// 10 to 50 ms, 10 at once, take a fifth longer that way (0.24 s against 0.20 s). The cost of
+/// 0 is one ask per child instead of one per `max_demand / 2` children, nothing next to
+/// starting a task. Set `min_demand` to batch the asks anyway.
 ///
 /// # Stopping
 ///
@@ -276,7 +283,7 @@ impl<T: Send + 'static> ConsumerSupervisor<T> {
     }
 
     /// Subscribes to `producer` as soon as the supervisor starts. `max_demand` is the most
-    /// children from this producer that run at once (see
+    /// children from this producer that run at once; `min_demand` defaults to 0 (see
     /// [Back-pressure](ConsumerSupervisor#back-pressure)); the cancel mode decides whether
     /// the producer's end stops the supervisor (see [Stopping](ConsumerSupervisor#stopping)).
     pub fn subscribe_to(mut self, producer: &impl AsProducer<T>, opts: SubscribeOptions) -> Self {
@@ -381,8 +388,8 @@ impl<T: Send + 'static> SupervisorHandle<T> {
     /// Subscribes the supervisor to `producer` and returns the subscription's id once the
     /// producer has accepted it. As for
     /// [`ConsumerSupervisor::subscribe_to`]: `max_demand` is the most children from this
-    /// producer that run at once, and the cancel mode decides whether the producer's end
-    /// stops the supervisor, once its children are done.
+    /// producer that run at once, `min_demand` defaults to 0, and the cancel mode decides
+    /// whether the producer's end stops the supervisor, once its children are done.
     ///
     /// # Errors
     ///

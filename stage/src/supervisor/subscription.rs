@@ -1,5 +1,5 @@
-//! How the supervisor subscribes: every subscription made temporary for the engine, the
-//! user's cancel mode kept aside for the supervisor to apply.
+//! How the supervisor subscribes: its own `min_demand` default, and every subscription made
+//! temporary for the engine, the user's cancel mode kept aside for the supervisor to apply.
 //!
 //! The engine stops a consumer as soon as a permanent (or, on an abnormal reason, transient)
 //! subscription ends. A supervisor must first let its running children finish, so the engine
@@ -14,6 +14,10 @@ use std::sync::{Arc, Mutex};
 use crate::address::{Ack, Asks, Downstream, ProducerRef, Upstream};
 use crate::error::{Cancel, OptionError, SubscribeError};
 use crate::options::{CancelMode, SubscribeOptions, SubscriptionId};
+
+/// The `min_demand` of a supervisor's subscription that does not set one: every slot freed
+/// is asked for again at once, so `max_demand` children keep running while there is work.
+pub(super) const DEFAULT_MIN_DEMAND: usize = 0;
 
 /// The user's cancel mode of each live subscription, filed by id as the subscription is made.
 /// Shared by the stage and its handles; only the stage's own task touches it in practice.
@@ -35,8 +39,8 @@ impl Modes {
 }
 
 /// The producer and options to give the engine for a subscription of the supervisor to
-/// `producer` with `opts`: a temporary cancel mode, and the producer wrapped to file the
-/// user's mode in `modes`.
+/// `producer` with `opts`: the supervisor's `min_demand` default, a temporary cancel mode, and
+/// the producer wrapped to file the user's mode in `modes`.
 ///
 /// # Errors
 ///
@@ -46,9 +50,14 @@ pub(super) fn prepare<T: Send + 'static>(
     opts: SubscribeOptions,
     modes: &Modes,
 ) -> Result<(ProducerRef<T>, SubscribeOptions), OptionError> {
-    opts.limits()?;
+    let (_, min) = opts.limits()?;
+    // The options compare equal with `min_demand` set to its value only if it was set.
+    let min_given = opts == opts.clone().min_demand(min);
     let mode = opts.cancel_mode();
-    let opts = opts.cancel(CancelMode::Temporary);
+    let mut opts = opts.cancel(CancelMode::Temporary);
+    if !min_given {
+        opts = opts.min_demand(DEFAULT_MIN_DEMAND);
+    }
     let tagged = Tagged {
         inner: producer,
         mode,
@@ -112,6 +121,16 @@ mod tests {
     fn prepared(opts: SubscribeOptions) -> SubscribeOptions {
         let producer = ProducerRef::<u64>::not_a_producer(Arc::from("p"));
         prepare(producer, opts, &Modes::default()).unwrap().1
+    }
+
+    #[test]
+    fn min_demand_defaults_to_zero_and_a_given_one_is_kept() {
+        let opts = prepared(SubscribeOptions::new().max_demand(10));
+        assert_eq!(opts.limits(), Ok((10, DEFAULT_MIN_DEMAND)));
+        let opts = prepared(SubscribeOptions::new().max_demand(10).min_demand(5));
+        assert_eq!(opts.limits(), Ok((10, 5)));
+        let opts = prepared(SubscribeOptions::new().max_demand(10).min_demand(0));
+        assert_eq!(opts.limits(), Ok((10, 0)));
     }
 
     #[test]
