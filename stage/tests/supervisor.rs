@@ -12,9 +12,9 @@ mod support;
 use std::time::Duration;
 
 use stage::{
-    CancelMode, ChildState, ConsumerSupervisor, Contract, Dispatcher, DispatcherState, Outbox,
-    Reason, Restart, StartChildError, StartError, SubscribeError, SubscribeOptions, SubscriptionId,
-    SupervisorHandle, TerminateChildError,
+    CancelMode, ChildFailure, ChildState, ConsumerSupervisor, Contract, Dispatcher,
+    DispatcherState, Outbox, Reason, Restart, StartChildError, StartError, SubscribeError,
+    SubscribeOptions, SubscriptionId, SupervisorHandle, SupervisorReport, TerminateChildError,
 };
 use supervisor_fixtures::{
     Logs, Probe, Script, emit, guard, new_demands, opts, scripted, silent, sleeper, until,
@@ -714,6 +714,8 @@ async fn cancelling_a_subscription_keeps_its_children_and_stops_its_asks() {
 fn handles_are_send_sync_clone_and_debug() {
     fn check<T: Send + Sync + Clone + std::fmt::Debug>() {}
     check::<SupervisorHandle<String>>();
+    check::<SupervisorReport>();
+    check::<ChildFailure>();
     fn send<T: Send>() {}
     send::<ConsumerSupervisor<String>>();
 }
