@@ -149,9 +149,17 @@
 //!
 //! A [`ConsumerSupervisor`] is a consumer that starts one tokio task per event, with at most
 //! `max_demand` running per subscription: demand is the number of children, and a slot is
-//! asked for again when its child ends. Failed children are logged, counted and, with
-//! [`Restart::Transient`], run again within a restart intensity; [`SupervisorHandle`] counts,
-//! starts and terminates them.
+//! asked for again as soon as its child ends (a supervisor's `min_demand` defaults to 0).
+//! Failed children are logged, counted, passed to an
+//! [`on_failure`](ConsumerSupervisor::on_failure) callback and, with [`Restart::Transient`],
+//! run again within a restart intensity; [`SupervisorHandle`] counts, starts and terminates
+//! them.
+//!
+//! When its producer ends (as the subscription's cancel mode says) or on
+//! [`SupervisorHandle::shutdown`], a supervisor stops taking events and stops once its running
+//! children are done; a [`shutdown`](ConsumerSupervisor::shutdown) grace bounds the wait, and
+//! the children still running at its end are aborted, counted and logged.
+//! [`SupervisorHandle::join_report`] returns the exit reason with the final counts.
 //!
 //! # Differences from GenStage
 //!
@@ -236,8 +244,8 @@ pub use stream::{
     from_stream, stream,
 };
 pub use supervisor::{
-    ChildId, ChildState, Children, ConsumerSupervisor, Restart, StartChildError, SupervisorHandle,
-    TerminateChildError,
+    ChildError, ChildFailure, ChildId, ChildState, Children, ConsumerSupervisor, Restart,
+    StartChildError, SupervisorHandle, SupervisorReport, TerminateChildError,
 };
 pub use topology::{
     ConsumerLink, DEFAULT_TOPOLOGY_WAIT, EdgeInfo, ProducerLink, StageInfo, StageKind, Topology,
