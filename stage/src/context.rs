@@ -151,7 +151,7 @@ impl<S> Context<S> {
     /// Delivers `msg` to the stage's [`Info::handle_info`] after `delay`, unless cancelled
     /// with [`cancel_timer`](Context::cancel_timer). It runs as soon as the delay is over,
     /// before any event or message that arrives later, and on tokio's clock, so a test on a
-    /// paused clock ([`tokio::time::pause`]) controls it exactly.
+    /// paused clock (`tokio::time::pause`, with tokio's `test-util` feature) controls it exactly.
     pub fn send_after<M>(&mut self, delay: Duration, msg: M) -> TimerRef
     where
         S: Info<M>,

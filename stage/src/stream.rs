@@ -274,7 +274,7 @@ where
     St: Stream + Send + 'static,
     St::Item: Send + 'static,
 {
-    /// The producer's dispatcher (default [`DemandDispatcher`]).
+    /// The producer's dispatcher (default [`DemandDispatcher`](crate::DemandDispatcher)).
     pub fn dispatcher(mut self, dispatcher: impl Dispatcher<St::Item>) -> Self {
         self.dispatcher = Some(Box::new(dispatcher));
         self

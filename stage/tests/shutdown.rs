@@ -173,3 +173,31 @@ async fn a_source_without_consumers_shuts_down_at_once() {
     lonely.shutdown().unwrap();
     assert_eq!(within(lonely.join()).await, Reason::Shutdown);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_token_shuts_a_supervisor_down_after_its_children_finish() {
+    let token = CancellationToken::new();
+    let done = Arc::new(AtomicU64::new(0));
+    let finished = Arc::clone(&done);
+    let jobs = stage::from_iter(0..u64::MAX).start().unwrap();
+    let sup = stage::ConsumerSupervisor::new(move |_: u64| {
+        let finished = Arc::clone(&finished);
+        async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            finished.fetch_add(1, Ordering::SeqCst);
+            Ok::<(), std::convert::Infallible>(())
+        }
+    })
+    .cancel_on(token.clone())
+    .subscribe_to(&jobs, SubscribeOptions::new().max_demand(3))
+    .start()
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    token.cancel();
+    let report = within(sup.join_report()).await;
+    assert_eq!(report.reason, Reason::Shutdown);
+    // The three running when the token was cancelled finished; no new ones started.
+    assert_eq!(report.children.completed, 3);
+    assert_eq!(report.children.cancelled, 0);
+    assert_eq!(done.load(Ordering::SeqCst), 3);
+}

@@ -154,6 +154,7 @@ pub struct ConsumerSupervisor<T> {
     name: Option<Arc<str>>,
     on_failure: Option<OnFailure>,
     subscriptions: Vec<(ProducerRef<T>, SubscribeOptions)>,
+    cancel_on: Option<tokio_util::sync::CancellationToken>,
 }
 
 impl<T> fmt::Debug for ConsumerSupervisor<T> {
@@ -194,6 +195,7 @@ impl<T: Send + 'static> ConsumerSupervisor<T> {
             name: None,
             on_failure: None,
             subscriptions: Vec::new(),
+            cancel_on: None,
         }
     }
 
@@ -291,6 +293,13 @@ impl<T: Send + 'static> ConsumerSupervisor<T> {
         self
     }
 
+    /// Shuts the supervisor down gracefully ([`SupervisorHandle::shutdown`]) when `token` is
+    /// cancelled: it takes no more events and lets its children finish within the grace.
+    pub fn cancel_on(mut self, token: tokio_util::sync::CancellationToken) -> Self {
+        self.cancel_on = Some(token);
+        self
+    }
+
     /// Spawns the supervisor on the current tokio runtime.
     ///
     /// # Errors
@@ -334,11 +343,23 @@ impl<T: Send + 'static> ConsumerSupervisor<T> {
             builder = builder.subscribe_to(producer, opts.clone());
         }
         let inner = builder.start()?;
-        Ok(SupervisorHandle {
+        let handle = SupervisorHandle {
             inner,
             modes,
             finals,
-        })
+        };
+        if let Some(token) = self.cancel_on {
+            let supervisor = handle.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = token.cancelled() => {
+                        let _ = supervisor.shutdown();
+                    }
+                    _ = supervisor.join() => {}
+                }
+            });
+        }
+        Ok(handle)
     }
 }
 
