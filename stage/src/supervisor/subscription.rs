@@ -179,6 +179,9 @@ mod tests {
             fn cancel(&self, _: SubscriptionId, _: Cancel) -> bool {
                 false
             }
+            fn name(&self) -> &str {
+                "nowhere"
+            }
         }
         let (ack, mut answer) = tokio::sync::oneshot::channel();
         let opts = SubscribeOptions::new();
