@@ -412,3 +412,8 @@ pub fn rayon_pool() -> rayon::ThreadPool {
         .build()
         .expect("build the rayon pool")
 }
+
+/// The README's examples, compiled and run as doctests so that they cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
