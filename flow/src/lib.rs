@@ -93,17 +93,23 @@
 
 mod error;
 mod flow;
+mod join;
 mod layer_stage;
 mod logic;
+mod materialise;
+mod merge;
 mod partition;
+mod plan;
 mod reduce;
 mod run;
 mod source;
 mod trigger;
+mod watermark;
 mod window;
 
 pub use crate::error::{Error, ErrorKind};
 pub use crate::flow::{Flow, MAX_STAGES, default_stages};
+pub use crate::join::{JoinKind, Side};
 pub use crate::partition::Partition;
 pub use crate::reduce::{EmitReduced, Reduced};
 pub use crate::run::{FlowHandle, FlowStream};
