@@ -186,6 +186,9 @@ struct Fixed<O> {
     wm: Watermarks,
     /// The lowest window not closed yet.
     all: Option<u64>,
+    /// The watermark the stage has reached (at least `all`): a window below it is late
+    /// unless held, also in a stage that held no window when the watermark passed.
+    floor: Option<u64>,
     /// Windows past their watermark, waiting for their lateness to end.
     in_lateness: std::collections::BTreeSet<u64>,
     /// Windows being closed, a step per turn.
@@ -587,7 +590,8 @@ impl<O: Send + 'static> LayerStage<O> {
             fixed.wm.advance(sub, window, now);
         }
         if !fixed.held.contains_key(&window) {
-            let open = latest.is_none_or(|l| window >= l) && fixed.all.is_none_or(|a| window >= a);
+            let open =
+                latest.is_none_or(|l| window >= l) && fixed.floor.is_none_or(|f| window >= f);
             if !open {
                 if let StageWindowing::Fixed {
                     late: Some(late), ..
@@ -640,6 +644,7 @@ impl<O: Send + 'static> LayerStage<O> {
         let Some(min) = fixed.wm.least() else {
             return;
         };
+        fixed.floor = Some(fixed.floor.map_or(min, |f| f.max(min)));
         let Some(from) = fixed.all.or_else(|| fixed.held.keys().next().copied()) else {
             return;
         };
@@ -731,6 +736,16 @@ impl<O: Send + 'static> LayerStage<O> {
         }
     }
 
+    /// Asks for a watermark once the stage's watermark has risen without it emitting
+    /// anything (an input finished or went idle).
+    fn request_mark_if_risen(&mut self, ctx: &mut Context<Self>) {
+        if let Some(measure) = &self.measure {
+            if measure.watermark() > measure.sent {
+                self.request_mark(ctx);
+            }
+        }
+    }
+
     /// Asks for a watermark to go out once what the stage emitted so far has been dispatched
     /// (at most one on its way; what happens meanwhile is sent after it).
     fn request_mark(&mut self, ctx: &mut Context<Self>) {
@@ -805,7 +820,7 @@ impl<O: Send + 'static> LayerStage<O> {
         }
         if let Some(measure) = &mut self.measure {
             if measure.progress.expire(now) {
-                self.request_mark(ctx);
+                self.request_mark_if_risen(ctx);
             }
         }
     }
@@ -905,6 +920,7 @@ fn empty_fixed<O>(idle: Option<Duration>) -> Fixed<O> {
         held: BTreeMap::new(),
         wm: Watermarks::new(idle),
         all: None,
+        floor: None,
         in_lateness: Default::default(),
         closing: None,
     }
@@ -1010,7 +1026,7 @@ impl<O: Send + 'static> Consumer for LayerStage<O> {
         self.marks_in.remove(id);
         if let Some(measure) = &mut self.measure {
             measure.progress.remove(Some(id));
-            self.request_mark(ctx);
+            self.request_mark_if_risen(ctx);
         }
         if self.inputs.is_empty() && !matches!(self.state, State::Unstarted) {
             self.finish(ctx);
