@@ -581,8 +581,17 @@ impl<O: Send + 'static> LayerStage<O> {
         let State::Fixed(fixed) = &mut self.state else {
             return;
         };
-        let latest = fixed.wm.latest(sub);
         let now = Instant::now();
+        if fixed.wm.is_idle(sub) {
+            // Back from idleness: it holds the watermark again (which may now move, if it
+            // was the only input), before its events are judged, whatever the batch.
+            fixed.wm.touch(sub, now);
+            self.watermark(out);
+        }
+        let State::Fixed(fixed) = &mut self.state else {
+            return;
+        };
+        let latest = fixed.wm.latest(sub);
         if self.marked && sub.is_some() {
             // Its watermarks say how far it is, not its events.
             fixed.wm.touch(sub, now);

@@ -78,6 +78,11 @@ impl Watermarks {
             .and_then(|p| p.latest)
     }
 
+    /// Whether the input is left out as idle.
+    pub(crate) fn is_idle(&self, input: Input) -> bool {
+        self.inputs.iter().any(|p| p.input == input && p.idle)
+    }
+
     /// The input sent something: it counts again if it was idle.
     pub(crate) fn touch(&mut self, input: Input, now: Instant) {
         let p = self.find(input, now);
@@ -246,6 +251,7 @@ mod tests {
         assert!(!w.expire(start + Duration::from_millis(99)));
         assert!(w.expire(start + after));
         assert_eq!(w.least(), Some(7), "input 2 is idle");
+        assert!(w.is_idle(sub(2)) && !w.is_idle(sub(1)));
         assert_eq!(w.next_idle(), Some(start + Duration::from_millis(150)));
         w.touch(sub(2), start + Duration::from_millis(120));
         assert_eq!(w.least(), None, "back, still with no value");
