@@ -81,12 +81,15 @@ pub(crate) struct Ctx<'a> {
 
 // ----- the stages of a running flow -----
 
+/// Fires a named trigger on a stage of a layer; `false` once the stage has exited.
+type FireFn = Box<dyn Fn(&str) -> bool + Send + Sync>;
+
 /// One stage of a running flow, as the flow keeps track of it.
 struct Tracked {
     exit_reason: Box<dyn Fn() -> Option<stage::Reason> + Send + Sync>,
     stop: Box<dyn Fn(stage::Reason) + Send + Sync>,
     /// Fires a named trigger on a stage of a layer.
-    fire: Option<Box<dyn Fn(&str) -> bool + Send + Sync>>,
+    fire: Option<FireFn>,
 }
 
 #[derive(Default)]
@@ -121,7 +124,7 @@ impl Stages {
     fn track<S: Send + 'static>(
         &self,
         handle: &stage::StageHandle<S>,
-        fire: Option<Box<dyn Fn(&str) -> bool + Send + Sync>>,
+        fire: Option<FireFn>,
     ) {
         let probe = handle.clone();
         let stopper = handle.clone();
