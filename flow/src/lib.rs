@@ -1,4 +1,4 @@
-//! Parallel, back-pressured collections and streams over [`stage`](::stage): Elixir's Flow for Rust.
+//! Parallel, back-pressured collections and streams over [`stage`]: Elixir's Flow for Rust.
 //!
 //! ```
 //! use flow::{Flow, Partition};
@@ -22,7 +22,7 @@
 //! # Layers
 //!
 //! A [`Flow`] is a lazy description. It runs as layers of identical stages (by default one per
-//! core) built on [`stage`](::stage)'s producers and producer-consumers, so every hop has GenStage's
+//! core) built on [`stage`]'s producers and producer-consumers, so every hop has GenStage's
 //! demand-driven back-pressure: no stage ever holds more than it asked for. Sources
 //! ([`Flow::from_iter`], [`Flow::from_stream`], [`Flow::from_stages`]) start the first layer;
 //! [`Flow::partition`], [`Flow::shuffle`] and [`Flow::departition`] start new ones. Collections

@@ -121,11 +121,7 @@ impl Stages {
         self.track(handle, Some(fire));
     }
 
-    fn track<S: Send + 'static>(
-        &self,
-        handle: &stage::StageHandle<S>,
-        fire: Option<FireFn>,
-    ) {
+    fn track<S: Send + 'static>(&self, handle: &stage::StageHandle<S>, fire: Option<FireFn>) {
         let probe = handle.clone();
         let stopper = handle.clone();
         let failed = {

@@ -498,7 +498,6 @@ mod tests {
         second.options.stages = 0;
         let mut plan = Plan::default();
         let a = plan.add(first);
-        let mut second = second;
         second.inputs.push(a);
         plan.add(second);
         match plan.validate().unwrap_err().into_kind() {
