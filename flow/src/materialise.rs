@@ -11,6 +11,8 @@ use std::any::Any;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
+use tokio::sync::watch;
+
 use stage::{
     BufferSize, CancelMode, Contract, DemandDispatcher, Dispatcher, DispatcherState, Outbox,
     Packet, ProducerRef, SubscribeError, SubscribeOptions, SubscriptionId,
@@ -102,12 +104,29 @@ struct Registry {
 /// Every stage a running flow started: a finisher reports the one that failed, and the first
 /// stage to fail stops all the others, so that a failure anywhere ends the whole flow (its
 /// stream ends and returns the error) instead of leaving stages waiting on one that is gone.
-#[derive(Clone, Default)]
-pub(crate) struct Stages(Arc<Mutex<Registry>>);
+///
+/// A stage tells its consumers it has exited *before* its handle reports why, so the end of a
+/// flow's stream does not mean every exit is known yet: a finisher waits for
+/// [`exited`](Stages::exited) before it reads [`failure`](Stages::failure).
+#[derive(Clone)]
+pub(crate) struct Stages {
+    registry: Arc<Mutex<Registry>>,
+    /// How many tracked stages have not exited yet (as their watchers saw it).
+    running: Arc<watch::Sender<usize>>,
+}
+
+impl Default for Stages {
+    fn default() -> Self {
+        Stages {
+            registry: Arc::default(),
+            running: Arc::new(watch::Sender::new(0)),
+        }
+    }
+}
 
 impl Stages {
     fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn add<S: Send + 'static>(&self, handle: &stage::StageHandle<S>) {
@@ -137,9 +156,10 @@ impl Stages {
         };
         if failed.is_some() {
             let _ = handle.stop(stage::Reason::Shutdown);
-            return;
         }
-        // One watcher per stage, ending with it: the first abnormal exit stops the others.
+        // One watcher per stage, ending with it: the first abnormal exit stops the others,
+        // and is recorded before the stage counts as exited.
+        self.running.send_modify(|n| *n += 1);
         let watched = handle.clone();
         let stages = self.clone();
         tokio::spawn(async move {
@@ -147,7 +167,15 @@ impl Stages {
             if !reason.is_normal() {
                 stages.fail(reason);
             }
+            stages.running.send_modify(|n| *n -= 1);
         });
+    }
+
+    /// Waits until every stage started so far has exited and its reason is known.
+    pub(crate) async fn exited(&self) {
+        let mut running = self.running.subscribe();
+        // The sender lives as long as `self`: waiting cannot fail.
+        let _ = running.wait_for(|n| *n == 0).await;
     }
 
     fn fail(&self, reason: stage::Reason) {

@@ -1,8 +1,9 @@
 //! Finishers: what starts a flow and reads its results.
 
 use std::fmt;
+use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use futures::Stream;
 use stage::{
@@ -48,6 +49,7 @@ impl<T: Send + 'static> Flow<T> {
         Ok(FlowStream {
             inner: stage::stream(subs)?,
             stages,
+            ending: Ending::Running,
         })
     }
 
@@ -79,7 +81,7 @@ impl<T: Send + 'static> Flow<T> {
     pub async fn collect(self) -> Result<Vec<T>, Error> {
         let mut stream = self.into_stream()?;
         let mut out = Vec::new();
-        while let Some(mut batch) = stream.inner.next_batch().await {
+        while let Some(mut batch) = stream.next_batch().await {
             if out.is_empty() {
                 std::mem::swap(&mut out, &mut batch);
             } else {
@@ -110,7 +112,7 @@ impl<T: Send + 'static> Flow<T> {
     /// ```
     pub async fn run(self) -> Result<(), Error> {
         let mut stream = self.into_stream()?;
-        while stream.inner.next_batch().await.is_some() {}
+        while stream.next_batch().await.is_some() {}
         stream.result()
     }
 
@@ -154,7 +156,7 @@ impl<T: Send + 'static> Flow<T> {
             Ok(mut stream) => {
                 let stages = stream.stages.clone();
                 let task = tokio::spawn(async move {
-                    while stream.inner.next_batch().await.is_some() {}
+                    while stream.next_batch().await.is_some() {}
                     stream.result()
                 });
                 FlowHandle { task, stages }
@@ -255,9 +257,23 @@ fn block_on<R>(future: impl std::future::Future<Output = Result<R, Error>>) -> R
 }
 
 /// The results of a running flow, as a `Stream`. Made by [`Flow::into_stream`].
+///
+/// The stream ends once every stage of the flow has exited, so that
+/// [`result`](FlowStream::result) then knows how each of them ended.
 pub struct FlowStream<T: Send + 'static> {
     inner: ConsumerStream<T>,
     stages: Stages,
+    ending: Ending,
+}
+
+/// How far the end of a [`FlowStream`] has come.
+enum Ending {
+    /// Results may still come.
+    Running,
+    /// The last stages have all ended; waiting for every stage's exit to be known.
+    Waiting(Pin<Box<dyn Future<Output = ()> + Send>>),
+    /// Every stage has exited.
+    Ended,
 }
 
 impl<T: Send + 'static> FlowStream<T> {
@@ -278,7 +294,28 @@ impl<T: Send + 'static> FlowStream<T> {
 
     /// The next whole batch of results.
     pub async fn next_batch(&mut self) -> Option<Vec<T>> {
-        self.inner.next_batch().await
+        if let Some(batch) = self.inner.next_batch().await {
+            return Some(batch);
+        }
+        std::future::poll_fn(|cx| self.poll_ended(cx)).await;
+        None
+    }
+
+    /// Once the last stages have ended: waits until every stage's exit is known.
+    fn poll_ended(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            match &mut self.ending {
+                Ending::Running => {
+                    let stages = self.stages.clone();
+                    self.ending = Ending::Waiting(Box::pin(async move { stages.exited().await }));
+                }
+                Ending::Waiting(exited) => {
+                    ready!(exited.as_mut().poll(cx));
+                    self.ending = Ending::Ended;
+                }
+                Ending::Ended => return Poll::Ready(()),
+            }
+        }
     }
 
     /// Fires the trigger `name` (as [`TriggerName::Custom`](crate::TriggerName::Custom)) on
@@ -322,7 +359,14 @@ impl<T: Send + 'static> Stream for FlowStream<T> {
     type Item = T;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
-        Pin::new(&mut self.get_mut().inner).poll_next(cx)
+        let this = self.get_mut();
+        if let Ending::Running = this.ending {
+            if let Some(item) = ready!(Pin::new(&mut this.inner).poll_next(cx)) {
+                return Poll::Ready(Some(item));
+            }
+        }
+        ready!(this.poll_ended(cx));
+        Poll::Ready(None)
     }
 }
 
