@@ -1,7 +1,7 @@
 //! The stage every layer of a flow runs: packets in, its windows' logic, events out.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use stage::{
@@ -11,8 +11,10 @@ use stage::{
 use tokio::time::Instant;
 
 use crate::logic::{Factory, Logic, Position};
+use crate::materialise::{Clock, Directory, SentCounts};
 use crate::source::{Chunks, Reader};
 use crate::trigger::{Trigger, TriggerName, WindowType};
+use crate::watermark::{Input, Mark, MarksIn, Watermarks};
 use crate::window::{Custom, StageWindow, StageWindowing, Step};
 
 type TriggerState = Option<Box<dyn std::any::Any + Send>>;
@@ -100,6 +102,59 @@ pub(crate) struct LatenessOver(u64);
 /// Read on from the local source.
 pub(crate) struct Pull;
 
+/// Fire the named trigger (from outside: `FlowHandle::trigger`).
+pub(crate) struct Fire(pub(crate) String);
+
+/// The consumer layer's stages are known: watermarks owed can go out.
+pub(crate) struct Wired;
+
+/// Send the watermark now: every event emitted before it asked has been dispatched.
+pub(crate) struct MarkDue(u64);
+
+/// Some input may have been silent for the idle timeout.
+pub(crate) struct IdleCheck;
+
+/// What a stage feeding a fixed-window layer keeps to send it watermarks: the latest event
+/// time it emitted for each of its inputs (measured with the window's clock), what its
+/// dispatcher sent each consumer, and where the consumer's stages are.
+pub(crate) struct Measure<O> {
+    clock: Clock<O>,
+    progress: Watermarks,
+    counts: SentCounts,
+    directory: Arc<Directory>,
+    /// The last watermark sent: marks never go back.
+    sent: Option<u64>,
+    /// A [`MarkDue`] is on its way.
+    queued: bool,
+    /// Something was emitted (or changed) since it was asked for.
+    again: bool,
+    /// A mark could not go out yet: the consumer's stages were not known.
+    owed: bool,
+}
+
+impl<O> Measure<O> {
+    pub(crate) fn new(clock: Clock<O>, counts: SentCounts, directory: Arc<Directory>) -> Self {
+        Measure {
+            progress: Watermarks::new(clock.idle),
+            clock,
+            counts,
+            directory,
+            sent: None,
+            queued: false,
+            again: false,
+            owed: false,
+        }
+    }
+
+    /// The watermark to send: the least time over the inputs, never below the last sent.
+    fn watermark(&self) -> Option<u64> {
+        match (self.progress.least(), self.sent) {
+            (Some(least), Some(sent)) => Some(least.max(sent)),
+            (least, sent) => least.or(sent),
+        }
+    }
+}
+
 /// A periodic timer: when it fires next, and how to cancel it.
 struct Periodic {
     period: Duration,
@@ -126,10 +181,14 @@ struct Held<O> {
 /// Fixed windows (`docs/semantics.md`, *Flow: reducing, windows and triggers*).
 struct Fixed<O> {
     held: BTreeMap<u64, Held<O>>,
-    /// Each input's most recent window.
-    latest: HashMap<Input, u64>,
+    /// Each input's most recent window: from its events, or from its watermarks for inputs
+    /// that send them.
+    wm: Watermarks,
     /// The lowest window not closed yet.
     all: Option<u64>,
+    /// The watermark the stage has reached (at least `all`): a window below it is late
+    /// unless held, also in a stage that held no window when the watermark passed.
+    floor: Option<u64>,
     /// Windows past their watermark, waiting for their lateness to end.
     in_lateness: std::collections::BTreeSet<u64>,
     /// Windows being closed, a step per turn.
@@ -152,9 +211,6 @@ const CLOSE_STEP: u64 = 1024;
 
 /// Close the next [`CLOSE_STEP`] windows.
 pub(crate) struct CloseMore;
-
-/// Where a batch came from: a subscription, or (`None`) the stage's local source.
-type Input = Option<SubscriptionId>;
 
 /// How many batches a stage reads from its local source before it lets its other messages
 /// (timers, cancellations) in: it goes on by sending itself [`Pull`].
@@ -197,6 +253,13 @@ pub(crate) struct LayerStage<O: Send + 'static> {
     lateness_due: Vec<u64>,
     /// A [`CloseMore`] is on its way.
     closing_scheduled: bool,
+    /// The inputs send watermarks, which the fixed windows follow instead of their events.
+    marked: bool,
+    marks_in: MarksIn,
+    /// Set when the next layer follows event time: this stage sends it watermarks.
+    measure: Option<Measure<O>>,
+    /// Inputs silent this long stop holding windows back (fixed windows, measuring).
+    idle_timer: Option<TimerRef>,
 }
 
 fn append<O>(out: &mut Vec<O>, mut more: Vec<O>) {
@@ -222,13 +285,54 @@ impl<O: Send + 'static> LayerStage<O> {
             periodic: Vec::new(),
             lateness_due: Vec::new(),
             closing_scheduled: false,
+            marked: false,
+            marks_in: MarksIn::default(),
+            measure: None,
+            idle_timer: None,
         }
+    }
+
+    /// Where the stage sits in its layer.
+    pub(crate) fn position(&self) -> Position {
+        self.pos
+    }
+
+    /// Whether the stage reads a local source (and runs as a producer).
+    pub(crate) fn is_local(&self) -> bool {
+        self.local.is_some()
+    }
+
+    /// The stage's inputs send watermarks (its fixed windows follow them).
+    pub(crate) fn marked(mut self, marked: bool) -> Self {
+        self.marked = marked;
+        self
+    }
+
+    /// The stage sends the next layer watermarks of what it emits.
+    pub(crate) fn measure(mut self, measure: Measure<O>) -> Self {
+        self.measure = Some(measure);
+        self
+    }
+
+    /// Every input the stage reads, its local source included.
+    fn all_inputs(&self) -> impl Iterator<Item = Input> + '_ {
+        let local = self.local.is_some().then_some(None);
+        local
+            .into_iter()
+            .chain(self.inputs.iter().copied().map(Some))
     }
 
     /// The windows' initial state, made in the stage's task.
     fn initial_state(&self) -> State<O> {
         match self.window.windowing {
-            StageWindowing::Fixed { .. } => State::Fixed(empty_fixed()),
+            StageWindowing::Fixed { idle, .. } => {
+                let now = Instant::now();
+                let mut fixed = empty_fixed(idle);
+                for input in self.all_inputs() {
+                    fixed.wm.add(input, now);
+                }
+                State::Fixed(fixed)
+            }
             _ => State::Single(Current {
                 id: 0,
                 logic: (self.factory)(self.pos),
@@ -281,6 +385,9 @@ impl<O: Send + 'static> LayerStage<O> {
         self.finished = true;
         for periodic in self.periodic.drain(..) {
             ctx.cancel_timer(periodic.timer);
+        }
+        if let Some(timer) = self.idle_timer.take() {
+            ctx.cancel_timer(timer);
         }
         let mut out = Vec::new();
         match std::mem::replace(&mut self.state, State::Unstarted) {
@@ -385,12 +492,30 @@ impl<O: Send + 'static> LayerStage<O> {
                 self.feed_current(batch, Some(n), out)
             }
             StageWindowing::Fixed { split, .. } => {
+                let len = batch.len();
                 let runs = split(batch);
                 for (window, run) in runs {
                     self.feed_fixed(sub, window, run, out);
                 }
+                if let (true, Some(id)) = (self.marked, sub) {
+                    if let Some(time) = self.marks_in.handled(id, len) {
+                        self.follow_mark(id, time);
+                    }
+                }
                 self.watermark(out);
             }
+        }
+    }
+
+    /// An input's watermark (event time in ms) is due: its fixed windows follow it.
+    fn follow_mark(&mut self, id: SubscriptionId, time: u64) {
+        let StageWindowing::Fixed { duration_ms, .. } = self.window.windowing else {
+            return;
+        };
+        if let State::Fixed(fixed) = &mut self.state {
+            fixed
+                .wm
+                .advance(Some(id), time / duration_ms, Instant::now());
         }
     }
 
@@ -456,12 +581,26 @@ impl<O: Send + 'static> LayerStage<O> {
         let State::Fixed(fixed) = &mut self.state else {
             return;
         };
-        let latest = fixed.latest.get(&sub).copied();
-        fixed
-            .latest
-            .insert(sub, latest.map_or(window, |l| l.max(window)));
+        let now = Instant::now();
+        if fixed.wm.is_idle(sub) {
+            // Back from idleness: it holds the watermark again (which may now move, if it
+            // was the only input), before its events are judged, whatever the batch.
+            fixed.wm.touch(sub, now);
+            self.watermark(out);
+        }
+        let State::Fixed(fixed) = &mut self.state else {
+            return;
+        };
+        let latest = fixed.wm.latest(sub);
+        if self.marked && sub.is_some() {
+            // Its watermarks say how far it is, not its events.
+            fixed.wm.touch(sub, now);
+        } else {
+            fixed.wm.advance(sub, window, now);
+        }
         if !fixed.held.contains_key(&window) {
-            let open = latest.is_none_or(|l| window >= l) && fixed.all.is_none_or(|a| window >= a);
+            let open =
+                latest.is_none_or(|l| window >= l) && fixed.floor.is_none_or(|f| window >= f);
             if !open {
                 if let StageWindowing::Fixed {
                     late: Some(late), ..
@@ -511,17 +650,10 @@ impl<O: Send + 'static> LayerStage<O> {
         let State::Fixed(fixed) = &mut self.state else {
             return;
         };
-        let local = self.local.is_some();
-        let inputs = || {
-            let subscriptions = self.inputs.iter().copied().map(Some);
-            local.then_some(None).into_iter().chain(subscriptions)
-        };
-        if inputs().next().is_none() || inputs().any(|s| !fixed.latest.contains_key(&s)) {
-            return;
-        }
-        let Some(min) = inputs().filter_map(|s| fixed.latest.get(&s)).min().copied() else {
+        let Some(min) = fixed.wm.least() else {
             return;
         };
+        fixed.floor = Some(fixed.floor.map_or(min, |f| f.max(min)));
         let Some(from) = fixed.all.or_else(|| fixed.held.keys().next().copied()) else {
             return;
         };
@@ -576,12 +708,33 @@ impl<O: Send + 'static> LayerStage<O> {
     /// with the windows still to close on the next turn; a finished stage whose windows are
     /// all closed finishes.
     fn flush(&mut self, out: Vec<O>, ctx: &mut Context<Self>) {
+        self.flush_from(None, out, ctx);
+    }
+
+    /// [`flush`](Self::flush) of what the stage emitted for a batch of `input` (`Some`): a
+    /// measuring stage records the latest event time it emitted for that input.
+    fn flush_from(&mut self, input: Option<Input>, out: Vec<O>, ctx: &mut Context<Self>) {
         if let StageWindowing::Fixed { lateness, .. } = self.window.windowing {
             for window in self.lateness_due.drain(..) {
                 ctx.send_after(lateness, LatenessOver(window));
             }
         }
+        if let Some(measure) = &mut self.measure {
+            if !out.is_empty() {
+                measure.again = true;
+                if let Some(input) = input {
+                    let by = &measure.clock.by;
+                    if let Some(time) = out.iter().map(|e| by(e)).max() {
+                        measure.progress.advance(input, time, Instant::now());
+                    }
+                }
+            }
+            if measure.again {
+                self.request_mark(ctx);
+            }
+        }
         ctx.emit(out);
+        self.arm_idle(ctx);
         let closing = matches!(&self.state, State::Fixed(f) if f.closing.is_some());
         if closing {
             if !self.closing_scheduled {
@@ -589,6 +742,116 @@ impl<O: Send + 'static> LayerStage<O> {
             }
         } else if self.finished {
             ctx.finish();
+        }
+    }
+
+    /// Asks for a watermark once the stage's watermark has risen without it emitting
+    /// anything (an input finished or went idle).
+    fn request_mark_if_risen(&mut self, ctx: &mut Context<Self>) {
+        if let Some(measure) = &self.measure {
+            if measure.watermark() > measure.sent {
+                self.request_mark(ctx);
+            }
+        }
+    }
+
+    /// Asks for a watermark to go out once what the stage emitted so far has been dispatched
+    /// (at most one on its way; what happens meanwhile is sent after it).
+    fn request_mark(&mut self, ctx: &mut Context<Self>) {
+        let Some(measure) = &mut self.measure else {
+            return;
+        };
+        measure.again = true;
+        if measure.queued {
+            return;
+        }
+        let Some(time) = measure.watermark() else {
+            return;
+        };
+        measure.again = false;
+        measure.queued = ctx.myself().info(MarkDue(time)).is_ok();
+    }
+
+    /// Sends the watermark `time` to every stage of the next layer, with how many events the
+    /// dispatcher has sent each of them.
+    fn send_mark(&mut self, time: u64, ctx: &mut Context<Self>) {
+        let Some(measure) = &mut self.measure else {
+            return;
+        };
+        measure.queued = false;
+        let counts: Arc<[(SubscriptionId, u64)]> = measure
+            .counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_slice()
+            .into();
+        let mark = Mark { counts, time };
+        if measure.directory.send(&mark) {
+            measure.sent = Some(measure.sent.map_or(time, |s| s.max(time)));
+        } else {
+            measure.owed = true;
+        }
+        if measure.again {
+            self.request_mark(ctx);
+        }
+    }
+
+    /// Sets the idle timer, if inputs may go idle and none is set.
+    fn arm_idle(&mut self, ctx: &mut Context<Self>) {
+        if self.idle_timer.is_some() || self.finished {
+            return;
+        }
+        let fixed = match &self.state {
+            State::Fixed(fixed) => fixed.wm.next_idle(),
+            _ => None,
+        };
+        let measured = self.measure.as_ref().and_then(|m| m.progress.next_idle());
+        let Some(at) = fixed.into_iter().chain(measured).min() else {
+            return;
+        };
+        let delay = at.saturating_duration_since(Instant::now());
+        self.idle_timer = Some(ctx.send_after(delay, IdleCheck));
+    }
+
+    /// Leaves out the inputs silent for the idle timeout.
+    fn idle_check(&mut self, out: &mut Vec<O>, ctx: &mut Context<Self>) {
+        self.idle_timer = None;
+        if self.finished {
+            return;
+        }
+        let now = Instant::now();
+        let expired = match &mut self.state {
+            State::Fixed(fixed) => fixed.wm.expire(now),
+            _ => false,
+        };
+        if expired {
+            self.watermark(out);
+        }
+        if let Some(measure) = &mut self.measure {
+            if measure.progress.expire(now) {
+                self.request_mark_if_risen(ctx);
+            }
+        }
+    }
+
+    /// A watermark from one of the stage's inputs: due once the events it follows are in.
+    fn mark_arrived(&mut self, mark: Mark, out: &mut Vec<O>) {
+        let now = Instant::now();
+        let mut changed = false;
+        for &(id, after) in mark.counts.iter() {
+            if !self.inputs.contains(&id) {
+                continue;
+            }
+            if let State::Fixed(fixed) = &mut self.state {
+                fixed.wm.touch(Some(id), now);
+            }
+            if let Some(time) = self.marks_in.mark(id, after, mark.time) {
+                self.follow_mark(id, time);
+                changed = true;
+            }
+        }
+        if changed {
+            self.watermark(out);
         }
     }
 
@@ -605,7 +868,14 @@ impl<O: Send + 'static> LayerStage<O> {
         let Some(&period) = self.window.periodically.get(k) else {
             return;
         };
-        let name = TriggerName::Periodically(period);
+        self.fire_all(TriggerName::Periodically(period), out);
+    }
+
+    /// Fires `name` on the current window, or on every fixed window held (gaps included).
+    fn fire_all(&mut self, name: TriggerName, out: &mut Vec<O>) {
+        if self.finished {
+            return;
+        }
         match &self.state {
             State::Unstarted => {}
             State::Single(current) => {
@@ -654,11 +924,12 @@ impl<O: Send + 'static> LayerStage<O> {
     }
 }
 
-fn empty_fixed<O>() -> Fixed<O> {
+fn empty_fixed<O>(idle: Option<Duration>) -> Fixed<O> {
     Fixed {
         held: BTreeMap::new(),
-        latest: HashMap::new(),
+        wm: Watermarks::new(idle),
         all: None,
+        floor: None,
         in_lateness: Default::default(),
         closing: None,
     }
@@ -697,8 +968,17 @@ impl<O: Send + 'static> Producer for LayerStage<O> {
     async fn handle_start(&mut self, ctx: &mut Context<Self>) {
         self.state = self.initial_state();
         self.start_timers(ctx);
+        let now = Instant::now();
+        let inputs: Vec<Input> = self.all_inputs().collect();
+        if let Some(measure) = &mut self.measure {
+            for input in inputs {
+                measure.progress.add(input, now);
+            }
+        }
         if self.inputs.is_empty() && self.local.is_none() {
             self.finish(ctx);
+        } else {
+            self.arm_idle(ctx);
         }
     }
 }
@@ -727,13 +1007,13 @@ impl<O: Send + 'static> Consumer for LayerStage<O> {
         for packet in packets {
             self.process(packet, Some(id), &mut out);
         }
-        self.flush(out, ctx);
+        self.flush_from(Some(Some(id)), out, ctx);
     }
 
     async fn handle_packet(&mut self, packet: Packet, id: SubscriptionId, ctx: &mut Context<Self>) {
         let mut out = Vec::new();
         self.process(packet, Some(id), &mut out);
-        self.flush(out, ctx);
+        self.flush_from(Some(Some(id)), out, ctx);
     }
 
     async fn handle_cancel(&mut self, cancel: Cancel, id: SubscriptionId, ctx: &mut Context<Self>) {
@@ -750,7 +1030,12 @@ impl<O: Send + 'static> Consumer for LayerStage<O> {
         }
         if let State::Fixed(fixed) = &mut self.state {
             // A producer that finished leaves the watermark.
-            fixed.latest.remove(&Some(id));
+            fixed.wm.remove(Some(id));
+        }
+        self.marks_in.remove(id);
+        if let Some(measure) = &mut self.measure {
+            measure.progress.remove(Some(id));
+            self.request_mark_if_risen(ctx);
         }
         if self.inputs.is_empty() && !matches!(self.state, State::Unstarted) {
             self.finish(ctx);
@@ -791,6 +1076,46 @@ impl<O: Send + 'static> Cast<CloseMore> for LayerStage<O> {
     }
 }
 
+impl<O: Send + 'static> Cast<Fire> for LayerStage<O> {
+    async fn handle_cast(&mut self, Fire(name): Fire, ctx: &mut Context<Self>) {
+        let mut out = Vec::new();
+        self.fire_all(TriggerName::Custom(name), &mut out);
+        self.flush(out, ctx);
+    }
+}
+
+impl<O: Send + 'static> Cast<Mark> for LayerStage<O> {
+    async fn handle_cast(&mut self, mark: Mark, ctx: &mut Context<Self>) {
+        let mut out = Vec::new();
+        self.mark_arrived(mark, &mut out);
+        self.flush(out, ctx);
+    }
+}
+
+impl<O: Send + 'static> Cast<Wired> for LayerStage<O> {
+    async fn handle_cast(&mut self, _: Wired, ctx: &mut Context<Self>) {
+        if let Some(measure) = &mut self.measure {
+            if std::mem::take(&mut measure.owed) {
+                self.request_mark(ctx);
+            }
+        }
+    }
+}
+
+impl<O: Send + 'static> Info<MarkDue> for LayerStage<O> {
+    async fn handle_info(&mut self, MarkDue(time): MarkDue, ctx: &mut Context<Self>) {
+        self.send_mark(time, ctx);
+    }
+}
+
+impl<O: Send + 'static> Info<IdleCheck> for LayerStage<O> {
+    async fn handle_info(&mut self, _: IdleCheck, ctx: &mut Context<Self>) {
+        let mut out = Vec::new();
+        self.idle_check(&mut out, ctx);
+        self.flush(out, ctx);
+    }
+}
+
 impl<O: Send + 'static> Cast<Pull> for LayerStage<O> {
     async fn handle_cast(&mut self, _: Pull, ctx: &mut Context<Self>) {
         if let Some(local) = &mut self.local {
@@ -812,7 +1137,7 @@ impl<O: Send + 'static> LayerStage<O> {
                 break;
             }
             let Some(batch) = local.reader.next() else {
-                self.flush(out, ctx);
+                self.flush_from(Some(None), out, ctx);
                 self.finish(ctx);
                 return;
             };
@@ -824,7 +1149,7 @@ impl<O: Send + 'static> LayerStage<O> {
         if more {
             local.pulling = ctx.myself().cast(Pull).is_ok();
         }
-        self.flush(out, ctx);
+        self.flush_from(Some(None), out, ctx);
     }
 
     /// A consumer cancelled. Once none is left, whoever read this flow is gone: the stage

@@ -1,4 +1,4 @@
-//! Parallel, back-pressured collections and streams over [`stage`](::stage): Elixir's Flow for Rust.
+//! Parallel, back-pressured collections and streams over [`stage`]: Elixir's Flow for Rust.
 //!
 //! ```
 //! use flow::{Flow, Partition};
@@ -22,7 +22,7 @@
 //! # Layers
 //!
 //! A [`Flow`] is a lazy description. It runs as layers of identical stages (by default one per
-//! core) built on [`stage`](::stage)'s producers and producer-consumers, so every hop has GenStage's
+//! core) built on [`stage`]'s producers and producer-consumers, so every hop has GenStage's
 //! demand-driven back-pressure: no stage ever holds more than it asked for. Sources
 //! ([`Flow::from_iter`], [`Flow::from_stream`], [`Flow::from_stages`]) start the first layer;
 //! [`Flow::partition`], [`Flow::shuffle`] and [`Flow::departition`] start new ones. Collections
@@ -93,17 +93,23 @@
 
 mod error;
 mod flow;
+mod join;
 mod layer_stage;
 mod logic;
+mod materialise;
+mod merge;
 mod partition;
+mod plan;
 mod reduce;
 mod run;
 mod source;
 mod trigger;
+mod watermark;
 mod window;
 
 pub use crate::error::{Error, ErrorKind};
 pub use crate::flow::{Flow, MAX_STAGES, default_stages};
+pub use crate::join::{JoinKind, Side};
 pub use crate::partition::Partition;
 pub use crate::reduce::{EmitReduced, Reduced};
 pub use crate::run::{FlowHandle, FlowStream};

@@ -313,7 +313,7 @@ where
     A: Send + 'static,
     R: Send + 'static,
     M: Fn(&mut A, Vec<T>) + Send + Sync + 'static,
-    D: Fn(A) -> R + Send + Sync + 'static,
+    D: Fn(A, u64) -> R + Send + Sync + 'static,
 {
     pub(crate) fn factory(
         partitions: usize,
@@ -340,7 +340,7 @@ where
     A: Send + 'static,
     R: Send + 'static,
     M: Fn(&mut A, Vec<T>) + Send + Sync + 'static,
-    D: Fn(A) -> R + Send + Sync + 'static,
+    D: Fn(A, u64) -> R + Send + Sync + 'static,
 {
     fn process(&mut self, batch: Packet) -> Vec<R> {
         let Ok(tagged) = batch.downcast::<Tagged<T>>() else {
@@ -357,7 +357,7 @@ where
                 pending.remove(&t.partition);
                 if pending.is_empty() {
                     let (_, acc) = self.windows.remove(&t.window).expect("just seen");
-                    out.push((self.done)(acc));
+                    out.push((self.done)(acc, t.window));
                 }
             }
         }
@@ -369,8 +369,8 @@ where
         }
         // Windows some partition never completed come out at the end, in window order.
         std::mem::take(&mut self.windows)
-            .into_values()
-            .map(|(_, acc)| (self.done)(acc))
+            .into_iter()
+            .map(|(window, (_, acc))| (self.done)(acc, window))
             .collect()
     }
 }

@@ -9,6 +9,33 @@ use stage::{Dispatcher, PartitionDispatcher};
 /// Makes the dispatcher that routes events over `n >= 2` stages.
 pub(crate) type Route<T> = Arc<dyn Fn(usize) -> Box<dyn Dispatcher<T>> + Send + Sync>;
 
+/// Routes `T`s by a hash of `key_fn(event)` over `n >= 2` stages, with the hash every run
+/// shares (so that equal keys meet whatever flow they come from).
+pub(crate) fn route_by_key<T, K>(key_fn: impl Fn(&T) -> K + Send + Sync + 'static) -> Route<T>
+where
+    T: Send + 'static,
+    K: Hash,
+{
+    let state = seeded();
+    route_by_hash(move |e: &T| state.hash_one(key_fn(e)) as usize)
+}
+
+fn route_by_hash<T: Send + 'static>(
+    hash_fn: impl Fn(&T) -> usize + Send + Sync + 'static,
+) -> Route<T> {
+    let hash_fn = Arc::new(hash_fn);
+    // The dispatcher is generic over this closure: the per-event hash is inlined into its
+    // routing loop, with no indirect call per event.
+    Arc::new(move |n| {
+        let hash_fn = Arc::clone(&hash_fn);
+        let routing = PartitionDispatcher::with_hash(n, move |e: &T| Some(hash_fn(e) % n))
+            .expect("the layer's options are checked first: 2 to MAX_STAGES partitions")
+            // The next layer's stages ask for what they can hold: nothing to drop.
+            .queue_limit(usize::MAX);
+        Box::new(routing)
+    })
+}
+
 /// Routes the events of a flow to the stages of its next layer (Flow's `partition` options).
 ///
 /// Events with equal keys always reach the same stage. The hash is the same in every run.
@@ -23,6 +50,8 @@ pub(crate) type Route<T> = Arc<dyn Fn(usize) -> Box<dyn Dispatcher<T>> + Send + 
 /// ```
 pub struct Partition<T> {
     pub(crate) route: Route<T>,
+    /// How it routes, for the plan.
+    pub(crate) by: &'static str,
     pub(crate) stages: Option<usize>,
     pub(crate) max_demand: Option<usize>,
     pub(crate) min_demand: Option<usize>,
@@ -31,6 +60,7 @@ pub struct Partition<T> {
 impl<T> fmt::Debug for Partition<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Partition")
+            .field("by", &self.by)
             .field("stages", &self.stages)
             .field("max_demand", &self.max_demand)
             .field("min_demand", &self.min_demand)
@@ -46,7 +76,10 @@ impl<T: Hash + Send + 'static> Partition<T> {
     /// Routes by a hash of the whole event.
     pub fn new() -> Self {
         let state = seeded();
-        Partition::by_hash(move |e: &T| state.hash_one(e) as usize)
+        Partition {
+            by: "by a hash of the event",
+            ..Partition::by_hash(move |e: &T| state.hash_one(e) as usize)
+        }
     }
 }
 
@@ -59,25 +92,20 @@ impl<T: Hash + Send + 'static> Default for Partition<T> {
 impl<T: Send + 'static> Partition<T> {
     /// Routes by a hash of `key_fn(event)`.
     pub fn by_key<K: Hash>(key_fn: impl Fn(&T) -> K + Send + Sync + 'static) -> Self {
-        let state = seeded();
-        Partition::by_hash(move |e: &T| state.hash_one(key_fn(e)) as usize)
+        Partition {
+            route: route_by_key(key_fn),
+            by: "by key",
+            stages: None,
+            max_demand: None,
+            min_demand: None,
+        }
     }
 
     /// Routes event `e` to stage `hash_fn(e) % stages`.
     pub fn by_hash(hash_fn: impl Fn(&T) -> usize + Send + Sync + 'static) -> Self {
-        let hash_fn = Arc::new(hash_fn);
-        // The dispatcher is generic over this closure: the per-event hash is inlined into its
-        // routing loop, with no indirect call per event.
-        let route: Route<T> = Arc::new(move |n| {
-            let hash_fn = Arc::clone(&hash_fn);
-            let routing = PartitionDispatcher::with_hash(n, move |e: &T| Some(hash_fn(e) % n))
-                .expect("the layer's options are checked first: 2 to MAX_STAGES partitions")
-                // The next layer's stages ask for what they can hold: nothing to drop.
-                .queue_limit(usize::MAX);
-            Box::new(routing)
-        });
         Partition {
-            route,
+            route: route_by_hash(hash_fn),
+            by: "by hash",
             stages: None,
             max_demand: None,
             min_demand: None,

@@ -4,8 +4,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::error::Error;
-use crate::flow::{Flow, Layer};
+use crate::flow::{Flow, Layered};
 use crate::logic::Reduce;
+use crate::plan::Op;
 use crate::trigger::Trigger;
 
 /// A layer whose events are being folded into an accumulator, waiting to be told what to emit.
@@ -15,7 +16,7 @@ use crate::trigger::Trigger;
 /// [`on_trigger`](Reduced::on_trigger) or an `emit_*` method to get a [`Flow`] back.
 #[must_use = "flows do nothing unless run"]
 pub struct Reduced<T, A, F> {
-    layer: Result<Layer<T>, Error>,
+    layer: Result<Layered<T>, Error>,
     init: Arc<dyn Fn() -> A + Send + Sync>,
     reduce_op: F,
 }
@@ -33,7 +34,7 @@ where
     F: Fn(&mut A, T) + Send + Sync + 'static,
 {
     pub(crate) fn new(
-        layer: Result<Layer<T>, Error>,
+        layer: Result<Layered<T>, Error>,
         init: Arc<dyn Fn() -> A + Send + Sync>,
         reduce_op: F,
     ) -> Self {
@@ -66,24 +67,37 @@ where
         E: Send + 'static,
         G: Fn(&mut A, &Trigger) -> Vec<E> + Send + Sync + 'static,
     {
-        let layer = match self.layer {
-            Ok(layer) if layer.reduced => {
+        self.on_trigger_as(Op::OnTrigger, on_trigger)
+    }
+
+    fn on_trigger_as<E, G>(self, op: Op, on_trigger: G) -> Flow<E>
+    where
+        E: Send + 'static,
+        G: Fn(&mut A, &Trigger) -> Vec<E> + Send + Sync + 'static,
+    {
+        let mut layered = match self.layer {
+            Ok(layered) if layered.layer.reduced => {
                 return Flow::failed(Error::misuse(
                     "cannot reduce a flow again in the same layer after a reduce (partition or departition first)",
                 ));
             }
-            Ok(layer) => layer,
+            Ok(layered) => layered,
             Err(e) => return Flow::failed(e),
         };
         let reduce_op = self.reduce_op;
         let fold = Arc::new(move |acc: &mut A, e: T, _: &mut Vec<E>| reduce_op(acc, e));
         let logic = Reduce::factory(
-            Arc::clone(&layer.logic),
+            Arc::clone(&layered.layer.logic),
             self.init,
             fold,
             Arc::new(on_trigger),
         );
-        Flow::from_layer(layer.with_logic(logic, true))
+        layered
+            .plan
+            .node_mut(layered.layer.node)
+            .ops
+            .push(Op::Reduce);
+        layered.with_logic(op, logic, true).into_flow()
     }
 
     /// Each trigger emits the accumulator's items (Flow's default, `emit(:events)`); the
@@ -105,7 +119,7 @@ where
         A: IntoIterator + Clone + Default,
         A::Item: Send + 'static,
     {
-        self.on_trigger(move |acc: &mut A, trigger: &Trigger| {
+        self.on_trigger_as(Op::EmitEvents, move |acc: &mut A, trigger: &Trigger| {
             if trigger.is_done() {
                 std::mem::take(acc).into_iter().collect()
             } else {
@@ -126,7 +140,7 @@ where
     where
         A: Clone + Default,
     {
-        self.on_trigger(move |acc: &mut A, trigger: &Trigger| {
+        self.on_trigger_as(Op::EmitState, move |acc: &mut A, trigger: &Trigger| {
             if trigger.is_done() {
                 vec![std::mem::take(acc)]
             } else {
@@ -144,7 +158,7 @@ where
     /// assert!(got.collect_blocking().unwrap().is_empty());
     /// ```
     pub fn emit_nothing(self) -> Flow<A> {
-        self.on_trigger(|_: &mut A, _: &Trigger| Vec::new())
+        self.on_trigger_as(Op::EmitNothing, |_: &mut A, _: &Trigger| Vec::new())
     }
 }
 
@@ -175,7 +189,7 @@ impl<T: Send + 'static> Flow<T> {
         F: Fn(&mut A, T, &mut Vec<E>) + Send + Sync + 'static,
     {
         EmitReduced {
-            layer: self.into_layer(),
+            layer: self.into_layered(),
             init: Arc::new(init),
             reduce_op,
             _out: std::marker::PhantomData,
@@ -186,7 +200,7 @@ impl<T: Send + 'static> Flow<T> {
 /// A layer that reduces and emits as it goes. Made by [`Flow::emit_and_reduce`].
 #[must_use = "flows do nothing unless run"]
 pub struct EmitReduced<T, A, E, F> {
-    layer: Result<Layer<T>, Error>,
+    layer: Result<Layered<T>, Error>,
     init: Arc<dyn Fn() -> A + Send + Sync>,
     reduce_op: F,
     _out: std::marker::PhantomData<fn() -> E>,
@@ -210,22 +224,34 @@ where
     where
         G: Fn(&mut A, &Trigger) -> Vec<E> + Send + Sync + 'static,
     {
-        let layer = match self.layer {
-            Ok(layer) if layer.reduced => {
+        self.on_trigger_as(Op::OnTrigger, on_trigger)
+    }
+
+    fn on_trigger_as<G>(self, op: Op, on_trigger: G) -> Flow<E>
+    where
+        G: Fn(&mut A, &Trigger) -> Vec<E> + Send + Sync + 'static,
+    {
+        let mut layered = match self.layer {
+            Ok(layered) if layered.layer.reduced => {
                 return Flow::failed(Error::misuse(
                     "cannot reduce a flow again in the same layer after a reduce",
                 ));
             }
-            Ok(layer) => layer,
+            Ok(layered) => layered,
             Err(e) => return Flow::failed(e),
         };
         let logic = Reduce::factory(
-            Arc::clone(&layer.logic),
+            Arc::clone(&layered.layer.logic),
             self.init,
             Arc::new(self.reduce_op),
             Arc::new(on_trigger),
         );
-        Flow::from_layer(layer.with_logic(logic, true))
+        layered
+            .plan
+            .node_mut(layered.layer.node)
+            .ops
+            .push(Op::EmitAndReduce);
+        layered.with_logic(op, logic, true).into_flow()
     }
 
     /// Triggers emit the accumulator's items too (the default).
@@ -233,7 +259,7 @@ where
     where
         A: IntoIterator<Item = E> + Clone + Default,
     {
-        self.on_trigger(move |acc: &mut A, trigger: &Trigger| {
+        self.on_trigger_as(Op::EmitEvents, move |acc: &mut A, trigger: &Trigger| {
             if trigger.is_done() {
                 std::mem::take(acc).into_iter().collect()
             } else {
@@ -244,6 +270,6 @@ where
 
     /// Triggers emit nothing: only what `reduce_op` emits goes out.
     pub fn emit_nothing(self) -> Flow<E> {
-        self.on_trigger(|_: &mut A, _: &Trigger| Vec::new())
+        self.on_trigger_as(Op::EmitNothing, |_: &mut A, _: &Trigger| Vec::new())
     }
 }

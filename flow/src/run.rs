@@ -1,8 +1,9 @@
 //! Finishers: what starts a flow and reads its results.
 
 use std::fmt;
+use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use futures::Stream;
 use stage::{
@@ -11,7 +12,8 @@ use stage::{
 };
 
 use crate::error::{Error, ErrorKind};
-use crate::flow::{Dispatch, Flow, Stages};
+use crate::flow::Flow;
+use crate::materialise::Stages;
 
 impl<T: Send + 'static> Flow<T> {
     /// Starts the flow and returns its results as a stream (GenStage's `stream`).
@@ -38,7 +40,7 @@ impl<T: Send + 'static> Flow<T> {
     /// ```
     pub fn into_stream(self) -> Result<FlowStream<T>, Error> {
         let stages = Stages::default();
-        let producers = self.start(demand(), &stages)?;
+        let producers = self.start(&stages)?;
         // Temporary: a last stage that already failed is reported through `stages`, with its
         // own reason, instead of failing the subscription.
         let subs = producers
@@ -47,6 +49,7 @@ impl<T: Send + 'static> Flow<T> {
         Ok(FlowStream {
             inner: stage::stream(subs)?,
             stages,
+            ending: Ending::Running,
         })
     }
 
@@ -56,7 +59,7 @@ impl<T: Send + 'static> Flow<T> {
     ///
     /// An invalid option, or no tokio runtime.
     pub fn into_producers(self) -> Result<Vec<ProducerRef<T>>, Error> {
-        self.start(demand(), &Stages::default())
+        self.start(&Stages::default())
     }
 
     /// Runs the flow and collects what it emits, in no particular order across stages.
@@ -78,7 +81,7 @@ impl<T: Send + 'static> Flow<T> {
     pub async fn collect(self) -> Result<Vec<T>, Error> {
         let mut stream = self.into_stream()?;
         let mut out = Vec::new();
-        while let Some(mut batch) = stream.inner.next_batch().await {
+        while let Some(mut batch) = stream.next_batch().await {
             if out.is_empty() {
                 std::mem::swap(&mut out, &mut batch);
             } else {
@@ -109,7 +112,7 @@ impl<T: Send + 'static> Flow<T> {
     /// ```
     pub async fn run(self) -> Result<(), Error> {
         let mut stream = self.into_stream()?;
-        while stream.inner.next_batch().await.is_some() {}
+        while stream.next_batch().await.is_some() {}
         stream.result()
     }
 
@@ -149,7 +152,20 @@ impl<T: Send + 'static> Flow<T> {
     /// # }
     /// ```
     pub fn spawn(self) -> FlowHandle {
-        FlowHandle(tokio::spawn(self.run()))
+        match self.into_stream() {
+            Ok(mut stream) => {
+                let stages = stream.stages.clone();
+                let task = tokio::spawn(async move {
+                    while stream.next_batch().await.is_some() {}
+                    stream.result()
+                });
+                FlowHandle { task, stages }
+            }
+            Err(e) => FlowHandle {
+                task: tokio::spawn(async move { Err(e) }),
+                stages: Stages::default(),
+            },
+        }
     }
 
     /// Starts the flow feeding running consumers (or producer-consumers), each subscribed to
@@ -229,10 +245,6 @@ impl<T: Send + 'static> Flow<T> {
     }
 }
 
-fn demand<T: Send + 'static>() -> Dispatch<T> {
-    std::sync::Arc::new(|| Box::new(stage::DemandDispatcher::new()))
-}
-
 fn block_on<R>(future: impl std::future::Future<Output = Result<R, Error>>) -> Result<R, Error> {
     if tokio::runtime::Handle::try_current().is_ok() {
         return Err(ErrorKind::BlockingInRuntime.into());
@@ -245,9 +257,23 @@ fn block_on<R>(future: impl std::future::Future<Output = Result<R, Error>>) -> R
 }
 
 /// The results of a running flow, as a `Stream`. Made by [`Flow::into_stream`].
+///
+/// The stream ends once every stage of the flow has exited, so that
+/// [`result`](FlowStream::result) then knows how each of them ended.
 pub struct FlowStream<T: Send + 'static> {
     inner: ConsumerStream<T>,
     stages: Stages,
+    ending: Ending,
+}
+
+/// How far the end of a [`FlowStream`] has come.
+enum Ending {
+    /// Results may still come.
+    Running,
+    /// The last stages have all ended; waiting for every stage's exit to be known.
+    Waiting(Pin<Box<dyn Future<Output = ()> + Send>>),
+    /// Every stage has exited.
+    Ended,
 }
 
 impl<T: Send + 'static> FlowStream<T> {
@@ -268,7 +294,58 @@ impl<T: Send + 'static> FlowStream<T> {
 
     /// The next whole batch of results.
     pub async fn next_batch(&mut self) -> Option<Vec<T>> {
-        self.inner.next_batch().await
+        if let Some(batch) = self.inner.next_batch().await {
+            return Some(batch);
+        }
+        std::future::poll_fn(|cx| self.poll_ended(cx)).await;
+        None
+    }
+
+    /// Once the last stages have ended: waits until every stage's exit is known.
+    fn poll_ended(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            match &mut self.ending {
+                Ending::Running => {
+                    let stages = self.stages.clone();
+                    self.ending = Ending::Waiting(Box::pin(async move { stages.exited().await }));
+                }
+                Ending::Waiting(exited) => {
+                    ready!(exited.as_mut().poll(cx));
+                    self.ending = Ending::Ended;
+                }
+                Ending::Ended => return Poll::Ready(()),
+            }
+        }
+    }
+
+    /// Fires the trigger `name` (as [`TriggerName::Custom`](crate::TriggerName::Custom)) on
+    /// every stage of every layer of the running flow (Flow's `{:trigger, name}` message):
+    /// a reducing layer's `on_trigger` runs for its current window (for fixed windows, every
+    /// window it holds) and what it returns is emitted. Returns how many stages it reached
+    /// (stages that have finished are not).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flow::{Flow, TriggerName};
+    /// use futures::StreamExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// // A reduce over an endless source, sampled on demand.
+    /// let mut stream = Flow::from_iter(0u64..)
+    ///     .stages(1)
+    ///     .reduce(|| 0u64, |n, _| *n += 1)
+    ///     .on_trigger(|n, t| if t.name == TriggerName::Custom("sample".into()) { vec![*n] } else { vec![] })
+    ///     .into_stream()
+    ///     .unwrap();
+    /// assert!(stream.trigger("sample") >= 1);
+    /// let sampled = stream.next().await.unwrap();
+    /// assert!(sampled < u64::MAX);
+    /// # }
+    /// ```
+    pub fn trigger(&self, name: &str) -> usize {
+        self.stages.fire(name)
     }
 }
 
@@ -282,22 +359,76 @@ impl<T: Send + 'static> Stream for FlowStream<T> {
     type Item = T;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
-        Pin::new(&mut self.get_mut().inner).poll_next(cx)
+        let this = self.get_mut();
+        if let Ending::Running = this.ending {
+            if let Some(item) = ready!(Pin::new(&mut this.inner).poll_next(cx)) {
+                return Poll::Ready(Some(item));
+            }
+        }
+        ready!(this.poll_ended(cx));
+        Poll::Ready(None)
     }
 }
 
 /// A flow running as a task. Made by [`Flow::spawn`].
-#[derive(Debug)]
-pub struct FlowHandle(tokio::task::JoinHandle<Result<(), Error>>);
+pub struct FlowHandle {
+    task: tokio::task::JoinHandle<Result<(), Error>>,
+    stages: Stages,
+}
+
+impl fmt::Debug for FlowHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FlowHandle")
+            .field("finished", &self.task.is_finished())
+            .finish_non_exhaustive()
+    }
+}
 
 impl FlowHandle {
+    /// Fires the trigger `name` on every stage of every layer of the running flow, as
+    /// [`FlowStream::trigger`] does. Returns how many stages it reached.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flow::{Flow, TriggerName};
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let record = Arc::clone(&seen);
+    /// let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    /// let source = futures::stream::once(async move { let _ = rx.await; 1u64 });
+    /// let running = Flow::from_stream(source)
+    ///     .stages(1)
+    ///     .reduce(|| 0u64, |n, x| *n += x)
+    ///     .on_trigger(move |n, t| {
+    ///         record.lock().unwrap().push((t.name.clone(), *n));
+    ///         Vec::<u64>::new()
+    ///     })
+    ///     .spawn();
+    /// while running.trigger("flush") == 0 {
+    ///     tokio::task::yield_now().await;
+    /// }
+    /// let _ = tx.send(());
+    /// running.join().await.unwrap();
+    /// let seen = seen.lock().unwrap();
+    /// assert_eq!(seen[0].0, TriggerName::Custom("flush".into()));
+    /// assert_eq!(seen.last().unwrap(), &(TriggerName::Done, 1));
+    /// # }
+    /// ```
+    pub fn trigger(&self, name: &str) -> usize {
+        self.stages.fire(name)
+    }
+
     /// Waits for the flow to finish.
     ///
     /// # Errors
     ///
     /// As [`Flow::run`]; [`ErrorKind::Failed`] if the task itself panicked or was cancelled.
     pub async fn join(self) -> Result<(), Error> {
-        match self.0.await {
+        match self.task.await {
             Ok(result) => result,
             Err(e) => Err(ErrorKind::Failed(stage::Reason::error(e.to_string())).into()),
         }

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use stage::Packet;
 
+use crate::materialise::Clock;
+use crate::plan::{WindowInfo, WindowKind};
+
 /// How a layer's reducer splits its input into windows, and when it emits.
 ///
 /// Each stage has its own windows: a window fires once per stage (partition). Every window
@@ -41,10 +44,14 @@ pub struct Window<T> {
     pub(crate) windowing: Windowing<T>,
     pub(crate) every: Option<usize>,
     pub(crate) periodically: Vec<Duration>,
-    pub(crate) late: Option<LateEvents<T>>,
-    lateness_misused: bool,
+    pub(crate) late: Option<LateCallback<T>>,
+    /// An option given to a window that does not take it.
+    misused: Option<&'static str>,
     custom: Option<Custom>,
 }
+
+/// Where a fixed window's late events go.
+pub(crate) type LateCallback<T> = Arc<dyn Fn(Vec<T>) + Send + Sync>;
 
 pub(crate) enum Windowing<T> {
     Global,
@@ -54,6 +61,7 @@ pub(crate) enum Windowing<T> {
         duration: Duration,
         by: Arc<dyn Fn(&T) -> u64 + Send + Sync>,
         lateness: Duration,
+        idle: Option<Duration>,
     },
 }
 
@@ -67,10 +75,12 @@ impl<T> Clone for Windowing<T> {
                 duration,
                 by,
                 lateness,
+                idle,
             } => Windowing::Fixed {
                 duration: *duration,
                 by: Arc::clone(by),
                 lateness: *lateness,
+                idle: *idle,
             },
         }
     }
@@ -83,7 +93,7 @@ impl<T> Clone for Window<T> {
             every: self.every,
             periodically: self.periodically.clone(),
             late: self.late.clone(),
-            lateness_misused: self.lateness_misused,
+            misused: self.misused,
             custom: self.custom.clone(),
         }
     }
@@ -96,8 +106,11 @@ impl<T> fmt::Debug for Window<T> {
             Windowing::Count(n) => format!("count({n})"),
             Windowing::Periodic(d) => format!("periodic({d:?})"),
             Windowing::Fixed {
-                duration, lateness, ..
-            } => format!("fixed({duration:?}, lateness {lateness:?})"),
+                duration,
+                lateness,
+                idle,
+                ..
+            } => format!("fixed({duration:?}, lateness {lateness:?}, idle timeout {idle:?})"),
         };
         f.debug_struct("Window")
             .field("kind", &kind)
@@ -114,7 +127,7 @@ impl<T> Window<T> {
             every: None,
             periodically: Vec::new(),
             late: None,
-            lateness_misused: false,
+            misused: None,
             custom: None,
         }
     }
@@ -136,14 +149,18 @@ impl<T> Window<T> {
     }
 
     /// Windows of event time: event `e` belongs to window `by(e) / duration` (`by` gives
-    /// milliseconds). A window is done once every upstream producer of the stage has sent an
-    /// event of a later window. Must be set before the layer's operations, since `by` reads
-    /// the layer's input events.
+    /// milliseconds). A window is done once every input of the stage has moved past it: its
+    /// *watermark*. The stages feeding the window's layer measure event time with `by` on
+    /// what they emit and send every stage of the layer their watermark, so a stage that gets
+    /// no events (a partition no key reaches) still closes its windows as its inputs' time
+    /// passes. Must be set before the layer's operations, since `by` reads the layer's input
+    /// events. See `docs/semantics.md`, *Flow: event time and watermarks*.
     pub fn fixed(duration: Duration, by: impl Fn(&T) -> u64 + Send + Sync + 'static) -> Self {
         Window::of(Windowing::Fixed {
             duration,
             by: Arc::new(by),
             lateness: Duration::ZERO,
+            idle: None,
         })
     }
 
@@ -154,7 +171,33 @@ impl<T> Window<T> {
         if let Windowing::Fixed { lateness: l, .. } = &mut self.windowing {
             *l = lateness;
         } else {
-            self.lateness_misused = true;
+            self.misused = Some("allowed_lateness");
+        }
+        self
+    }
+
+    /// For fixed windows: an input that sends nothing (no event, no watermark) for
+    /// `timeout` of processing time stops holding the watermark back until it sends again,
+    /// so one idle source does not keep every window open. Off by default: an input that has
+    /// not finished holds windows open however long it is silent. When an idle input comes
+    /// back, the watermark does not go back: its events older than it are late. An error for
+    /// other windows, and for a zero timeout.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use flow::Window;
+    ///
+    /// let window = Window::fixed(Duration::from_secs(1), |t: &u64| *t)
+    ///     .idle_timeout(Duration::from_secs(5));
+    /// # let _ = window;
+    /// ```
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        if let Windowing::Fixed { idle, .. } = &mut self.windowing {
+            *idle = Some(timeout);
+        } else {
+            self.misused = Some("idle_timeout");
         }
         self
     }
@@ -244,9 +287,45 @@ impl<T> Window<T> {
     }
 
     /// For fixed windows: where events that arrive after their window was done (or for a
-    /// window older than any open one) go, instead of being dropped silently.
-    pub fn late_events(mut self, sink: LateEvents<T>) -> Self {
-        self.late = Some(sink);
+    /// window older than any open one) go, instead of being dropped silently. Replaces an
+    /// [`on_late`](Window::on_late) callback.
+    pub fn late_events(self, sink: LateEvents<T>) -> Self
+    where
+        T: Send + 'static,
+    {
+        self.on_late(move |events| sink.push(events))
+    }
+
+    /// For fixed windows: calls `late_op` with each run of late events as it arrives, in the
+    /// stage that found them late (so a panic in it fails the flow). Replaces a
+    /// [`late_events`](Window::late_events) collector. To consume late events as a stream,
+    /// send them into a channel.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flow::{Flow, Window};
+    /// use std::time::Duration;
+    ///
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// let window = Window::fixed(Duration::from_secs(1), |t: &u64| *t)
+    ///     .on_late(move |late: Vec<u64>| late.into_iter().for_each(|t| tx.send(t).unwrap()));
+    /// Flow::from_iter([0u64, 1500, 200, 3000])
+    ///     .stages(1)
+    ///     .max_demand(1)
+    ///     .window(window)
+    ///     .reduce(|| 0, |n, _| *n += 1)
+    ///     .emit_nothing()
+    ///     .run_blocking()
+    ///     .unwrap();
+    /// assert_eq!(rx.try_iter().collect::<Vec<_>>(), [200]);
+    /// ```
+    pub fn on_late(mut self, late_op: impl Fn(Vec<T>) + Send + Sync + 'static) -> Self {
+        if matches!(self.windowing, Windowing::Fixed { .. }) {
+            self.late = Some(Arc::new(late_op));
+        } else {
+            self.misused = Some("on_late");
+        }
         self
     }
 }
@@ -379,8 +458,6 @@ pub(crate) struct StageWindow {
     pub(crate) every: Option<usize>,
     pub(crate) periodically: Vec<Duration>,
     pub(crate) custom: Option<Custom>,
-    /// An invalid setting, reported when the flow starts.
-    pub(crate) invalid: Option<(&'static str, String)>,
 }
 
 /// Cuts a packet into runs of events of the same fixed window: `(window id, run)`.
@@ -396,6 +473,7 @@ pub(crate) enum StageWindowing {
     Fixed {
         duration_ms: u64,
         lateness: Duration,
+        idle: Option<Duration>,
         split: Split,
         late: Option<LateSink>,
     },
@@ -408,19 +486,19 @@ impl Default for StageWindow {
             every: None,
             periodically: Vec::new(),
             custom: None,
-            invalid: None,
         }
     }
 }
 
 impl<T: Send + 'static> Window<T> {
-    pub(crate) fn erase(self) -> StageWindow {
+    /// The option of the window that breaks its rule, if one does.
+    fn invalid(&self) -> Option<(&'static str, String)> {
         let mut invalid = None;
         if self.every == Some(0) {
             invalid = Some(("trigger_every", "must be at least 1, got 0".to_owned()));
         }
-        if self.lateness_misused {
-            invalid = Some(("allowed_lateness", "is only for fixed windows".to_owned()));
+        if let Some(option) = self.misused {
+            invalid = Some((option, "is only for fixed windows".to_owned()));
         }
         if self.periodically.contains(&Duration::ZERO) {
             invalid = Some((
@@ -428,41 +506,97 @@ impl<T: Send + 'static> Window<T> {
                 "must be longer than zero".to_owned(),
             ));
         }
-        let kind = match self.windowing {
-            Windowing::Global => StageWindowing::Global,
-            Windowing::Count(n) => {
-                if n == 0 {
-                    invalid = Some(("count", "must be at least 1, got 0".to_owned()));
-                }
-                StageWindowing::Count(n.max(1))
+        match &self.windowing {
+            Windowing::Global => {}
+            Windowing::Count(0) => {
+                invalid = Some(("count", "must be at least 1, got 0".to_owned()));
             }
+            Windowing::Count(_) => {}
             Windowing::Periodic(d) => {
                 if d.is_zero() {
                     invalid = Some(("periodic", "must be longer than zero".to_owned()));
                 }
-                StageWindowing::Periodic(d)
             }
+            Windowing::Fixed { duration, idle, .. } => {
+                if duration.as_millis() == 0 {
+                    invalid = Some(("fixed", "must be at least 1 ms".to_owned()));
+                }
+                if idle.is_some_and(|d| d.is_zero()) {
+                    invalid = Some(("idle_timeout", "must be longer than zero".to_owned()));
+                }
+            }
+        }
+        invalid
+    }
+
+    /// The window as the plan shows and checks it.
+    pub(crate) fn info(&self) -> WindowInfo {
+        let kind = match &self.windowing {
+            Windowing::Global => WindowKind::Global,
+            Windowing::Count(n) => WindowKind::Count(*n),
+            Windowing::Periodic(d) => WindowKind::Periodic(*d),
+            Windowing::Fixed {
+                duration,
+                lateness,
+                idle,
+                ..
+            } => WindowKind::Fixed {
+                duration_ms: duration.as_millis() as u64,
+                lateness: *lateness,
+                idle: *idle,
+            },
+        };
+        WindowInfo {
+            kind,
+            every: self.every,
+            periodically: self.periodically.clone(),
+            custom: self.custom.is_some(),
+            on_late: self.late.is_some(),
+            invalid: self.invalid(),
+        }
+    }
+
+    /// How the window reads event time, for the stages that feed its layer.
+    pub(crate) fn clock(&self) -> Option<Clock<T>> {
+        match &self.windowing {
+            Windowing::Fixed { by, idle, .. } => Some(Clock {
+                by: Arc::clone(by),
+                idle: *idle,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Whether the window reads the layer's input events (a fixed window's `by`, a custom
+    /// trigger), so that it must see them as they enter the layer.
+    pub(crate) fn reads_events(&self) -> bool {
+        matches!(self.windowing, Windowing::Fixed { .. }) || self.custom.is_some()
+    }
+
+    pub(crate) fn erase(self) -> StageWindow {
+        let kind = match self.windowing {
+            Windowing::Global => StageWindowing::Global,
+            Windowing::Count(n) => StageWindowing::Count(n.max(1)),
+            Windowing::Periodic(d) => StageWindowing::Periodic(d),
             Windowing::Fixed {
                 duration,
                 by,
                 lateness,
+                idle,
             } => {
-                let duration_ms = duration.as_millis() as u64;
-                if duration_ms == 0 {
-                    invalid = Some(("fixed", "must be at least 1 ms".to_owned()));
-                }
-                let ms = duration_ms.max(1);
+                let ms = (duration.as_millis() as u64).max(1);
                 let split: Split = Arc::new(move |packet: Packet| split_runs(packet, &*by, ms));
                 let late = self.late.map(|sink| {
                     Arc::new(move |packet: Packet| {
                         if let Ok(events) = packet.downcast::<T>() {
-                            sink.push(events);
+                            sink(events);
                         }
                     }) as LateSink
                 });
                 StageWindowing::Fixed {
                     duration_ms: ms,
                     lateness,
+                    idle,
                     split,
                     late,
                 }
@@ -473,12 +607,7 @@ impl<T: Send + 'static> Window<T> {
             every: self.every,
             periodically: self.periodically,
             custom: self.custom,
-            invalid,
         }
-    }
-
-    pub(crate) fn is_fixed(&self) -> bool {
-        matches!(self.windowing, Windowing::Fixed { .. })
     }
 }
 

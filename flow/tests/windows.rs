@@ -8,8 +8,10 @@
 
 use std::time::Duration;
 
+mod support;
+
 use flow::{ErrorKind, Flow, LateEvents, Partition, Trigger, TriggerName, Window, WindowType};
-use futures::Stream;
+use support::timed;
 use tokio::time::Instant;
 
 // ----- helpers -----
@@ -46,25 +48,6 @@ fn option_of(kind: ErrorKind) -> &'static str {
         ErrorKind::Option(e) => e.option,
         other => panic!("expected an option error, got {other:?}"),
     }
-}
-
-/// A stream yielding each `(at_ms, event)` at virtual time `at_ms` (counted from the call),
-/// then ending at `end_ms`, or right after the last event when `end_ms` is `None`.
-fn timed<T: Send + 'static>(
-    events: Vec<(u64, T)>,
-    end_ms: Option<u64>,
-) -> impl Stream<Item = T> + Send + 'static {
-    let start = Instant::now();
-    futures::stream::unfold(events.into_iter(), move |mut rest| async move {
-        let (item, deadline) = match rest.next() {
-            Some((at, e)) => (Some(e), start + ms(at)),
-            None => (None, start + ms(end_ms.unwrap_or(0))),
-        };
-        if Instant::now() < deadline {
-            tokio::time::sleep_until(deadline).await;
-        }
-        item.map(|e| (e, rest))
-    })
 }
 
 /// Batches of exactly 5 (`max_demand 5, min_demand 0`) or the defaults (one big batch).

@@ -136,3 +136,28 @@ impl<I> Drop for Watched<I> {
         }
     }
 }
+
+/// A stream yielding each `(at_ms, event)` at virtual time `at_ms` (counted from the call),
+/// then ending at `end_ms`, or right after the last event when `end_ms` is `None`. For tests
+/// on tokio's paused clock.
+pub fn timed<T: Send + 'static>(
+    events: Vec<(u64, T)>,
+    end_ms: Option<u64>,
+) -> impl futures::Stream<Item = T> + Send + 'static {
+    let start = tokio::time::Instant::now();
+    futures::stream::unfold(events.into_iter(), move |mut rest| async move {
+        let (item, deadline) = match rest.next() {
+            Some((at, e)) => (Some(e), start + Duration::from_millis(at)),
+            None => (None, start + Duration::from_millis(end_ms.unwrap_or(0))),
+        };
+        if tokio::time::Instant::now() < deadline {
+            tokio::time::sleep_until(deadline).await;
+        }
+        item.map(|e| (e, rest))
+    })
+}
+
+/// Milliseconds of virtual time since `start`.
+pub fn since(start: tokio::time::Instant) -> u64 {
+    start.elapsed().as_millis() as u64
+}
