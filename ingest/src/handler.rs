@@ -221,6 +221,15 @@ pub trait DeadLetterSink<T>: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), crate::AckError>> + Send;
 }
 
+impl<T, S: DeadLetterSink<T>> DeadLetterSink<T> for Arc<S> {
+    fn dead_letter(
+        &self,
+        letters: Vec<DeadLetter<T>>,
+    ) -> impl Future<Output = Result<(), crate::AckError>> + Send {
+        (**self).dead_letter(letters)
+    }
+}
+
 /// A message given up on, for a [`DeadLetterSink`].
 #[derive(Debug)]
 pub struct DeadLetter<T> {
