@@ -168,7 +168,7 @@ impl fmt::Debug for Context {
 }
 
 /// Why a batch was closed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Trigger {
     /// It was full.
     Size,
