@@ -1,6 +1,6 @@
 //! A producer for tests: push data in, get each message's outcome back.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -278,66 +278,38 @@ struct Push<T>(Vec<Message<T>>);
 /// Finish once everything pushed has been sent.
 struct Finish;
 
-/// The producer of a [`TestSource`]: sends what was pushed as its consumers ask.
+/// The producer of a [`TestSource`]: emits what is pushed at once, so that what its consumers
+/// have not asked for yet waits in its (unbounded) buffer, in order.
 pub struct TestProducer<T> {
-    queue: VecDeque<Message<T>>,
-    pending: usize,
-    finishing: bool,
+    _messages: std::marker::PhantomData<fn() -> T>,
 }
 
 impl<T> Default for TestProducer<T> {
     fn default() -> Self {
         TestProducer {
-            queue: VecDeque::new(),
-            pending: 0,
-            finishing: false,
+            _messages: std::marker::PhantomData,
         }
     }
 }
 
 impl<T> fmt::Debug for TestProducer<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TestProducer")
-            .field("queued", &self.queue.len())
-            .field("pending", &self.pending)
-            .field("finishing", &self.finishing)
-            .finish()
-    }
-}
-
-impl<T: Send + 'static> TestProducer<T> {
-    fn serve(&mut self, ctx: &mut Context<Self>) {
-        let n = self.pending.min(self.queue.len());
-        if n > 0 {
-            self.pending -= n;
-            ctx.emit(self.queue.drain(..n).collect());
-        }
-        if self.finishing && self.queue.is_empty() {
-            ctx.finish();
-        }
+        f.write_str("TestProducer")
     }
 }
 
 impl<T: Send + 'static> Producer for TestProducer<T> {
     type Out = Message<T>;
-
-    async fn handle_demand(&mut self, demand: usize, ctx: &mut Context<Self>) -> Vec<Message<T>> {
-        self.pending += demand;
-        self.serve(ctx);
-        Vec::new()
-    }
 }
 
 impl<T: Send + 'static> Cast<Push<T>> for TestProducer<T> {
     async fn handle_cast(&mut self, Push(messages): Push<T>, ctx: &mut Context<Self>) {
-        self.queue.extend(messages);
-        self.serve(ctx);
+        ctx.emit(messages);
     }
 }
 
 impl<T: Send + 'static> Cast<Finish> for TestProducer<T> {
     async fn handle_cast(&mut self, _: Finish, ctx: &mut Context<Self>) {
-        self.finishing = true;
-        self.serve(ctx);
+        ctx.finish();
     }
 }
