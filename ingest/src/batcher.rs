@@ -428,7 +428,12 @@ impl<H: Handler> Info<BatchRetryDue> for BatcherStage<H> {
             return;
         };
         self.retry_count -= waiting.messages.len();
-        self.intake(waiting.messages, ctx).await;
+        let mut messages = waiting.messages;
+        for msg in &mut messages {
+            // A fresh attempt: the last one's failure is over.
+            msg.clear_failure();
+        }
+        self.intake(messages, ctx).await;
         self.refill(ctx);
         self.maybe_finish(ctx);
     }

@@ -459,6 +459,10 @@ impl<H: Handler> Info<RetryDue> for ProcessorStage<H> {
             return;
         };
         let mut messages = waiting.messages;
+        for msg in &mut messages {
+            // A fresh attempt: the last one's failure is over.
+            msg.clear_failure();
+        }
         self.retry_count -= messages.len();
         self.pace();
         let chunk = self.credits.chunk();
