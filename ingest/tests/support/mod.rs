@@ -194,10 +194,11 @@ impl Handler for Probe {
         if let Some(delay) = &self.batch_delay {
             tokio::time::sleep(delay(msgs[0].data)).await;
         }
-        let result = match &self.batch {
+        // Recorded even when the closure panics (the panic then goes on to the pipeline).
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &self.batch {
             Some(f) => f(msgs, info),
             None => Ok(()),
-        };
+        }));
         self.record(Call::Batch {
             stage: ctx.stage().to_string(),
             data: data(msgs),
@@ -205,7 +206,10 @@ impl Handler for Probe {
             start,
             end: self.now(),
         });
-        result
+        match result {
+            Ok(result) => result,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
     }
 
     async fn handle_failed(&self, msgs: &mut [Message<u64>], ctx: &Context) {
