@@ -29,16 +29,18 @@
 //! RUST_LOG=debug cargo run --release --example scraper    # the stages' own log too
 //! ```
 //!
-//! The log goes to stderr. At the end a summary goes to stdout, one `name: value` per line:
-//! `pages` (handed to the producer), `online` (passed the HEAD check), `fetched` (children that
-//! got their page), `failed` (children that did not) and `bytes` (the sum of the pages' sizes).
+//! The log goes to stderr; each child's start logs, at INFO, how many children are running
+//! then. At the end a summary goes to stdout, one `name: value` per line: `pages` (handed to the
+//! producer), `online` (passed the HEAD check), `fetched` (children that got their page),
+//! `failed` (children that did not), `bytes` (the sum of the pages' sizes) and `most_at_once`
+//! (the most children that ran at the same time: at most 4).
 //!
 //! Shutting down: once the URLs are handed over, the producer is told to finish; it stops with
 //! `Reason::Normal` when it has emitted them all. Its permanent subscribers, the
 //! producer-consumers, send on what they still hold and stop too. The supervisor subscribed to
 //! them as transient, so that the first one to stop does not take it down while the other still
-//! holds pages; once both have stopped it is stopped, and its running children get its shutdown
-//! grace to finish.
+//! holds pages; once both have stopped it is shut down, and it waits for its running children
+//! (for at most `--grace-secs`) before it exits with its report.
 
 use std::collections::VecDeque;
 use std::error::Error;
@@ -64,6 +66,13 @@ use tracing::{debug, info, warn};
 use tracing_subscriber::EnvFilter;
 
 /// Scrapes pages through a GenStage pipeline: producer -> 2 HEAD filters -> consumer supervisor.
+///
+/// A producer hands out page addresses as they are asked for; two producer-consumers send a
+/// HEAD request for each and pass on the pages that answer; a consumer supervisor GETs each
+/// page in a task of its own, at most 2 per filter at once. By default the pages come from a
+/// test site the program serves itself on 127.0.0.1, so it needs no network. It prints a
+/// summary (pages, online, fetched, failed, bytes, most_at_once) on stdout; the log goes to
+/// stderr (RUST_LOG sets its level).
 #[derive(Debug, Parser)]
 #[command(name = "scraper")]
 struct Args {
@@ -85,6 +94,10 @@ struct Args {
     /// Give up, and exit with status 2, if the run takes longer than this, in seconds.
     #[arg(long, default_value_t = 120)]
     timeout_secs: u64,
+    /// How long the supervisor waits for its running children once shut down, in seconds;
+    /// children still running then are cancelled and reported.
+    #[arg(long, default_value_t = 10)]
+    grace_secs: u64,
 }
 
 #[tokio::main]
@@ -147,7 +160,9 @@ async fn run(args: &Args) -> Result<Summary, Box<dyn Error>> {
         };
         online.push(stage.start(&producer).await?);
     }
-    let supervisor = start_page_consumer_supervisor(client, Arc::clone(&tally), &online).await?;
+    let grace = Duration::from_secs(args.grace_secs);
+    let supervisor =
+        start_page_consumer_supervisor(client, Arc::clone(&tally), &online, grace).await?;
 
     let pages = urls.len() as u64;
     producer.scrape_pages(urls)?;
@@ -160,11 +175,13 @@ async fn run(args: &Args) -> Result<Summary, Box<dyn Error>> {
         fetched: tally.fetched.load(Ordering::SeqCst),
         failed: tally.failed.load(Ordering::SeqCst),
         bytes: tally.bytes.load(Ordering::SeqCst),
+        most_at_once: tally.most_at_once.load(Ordering::SeqCst),
     })
 }
 
-/// Waits for the producer and the producer-consumers to finish, then stops the supervisor once
-/// it holds every page they sent, giving its children its shutdown grace.
+/// Waits for the producer and the producer-consumers to finish, then shuts the supervisor down
+/// once it holds every page they sent: it waits for its children (within its grace) and
+/// reports how they ended.
 async fn shut_down(
     producer: &Pages,
     online: &[StageHandle<OnlinePageProducerConsumer>],
@@ -179,11 +196,17 @@ async fn shut_down(
     let counters = supervisor.counters().await?;
     let children = supervisor.count_children().await?;
     info!(
-        "PageConsumerSupervisor received {} pages, started {} children, {} still running; stopping it",
+        "PageConsumerSupervisor received {} pages, started {} children, {} still running; shutting it down",
         counters.events_in, children.started, children.active
     );
-    supervisor.stop(Reason::Normal)?;
-    expect_normal(supervisor.name(), supervisor.join().await)?;
+    supervisor.shutdown()?;
+    let report = supervisor.join_report().await;
+    let children = &report.children;
+    info!(
+        "PageConsumerSupervisor exited ({}): {} children completed, {} failed, {} cancelled",
+        report.reason, children.completed, children.failed, children.cancelled
+    );
+    expect_normal(supervisor.name(), report.reason)?;
     Ok(())
 }
 
@@ -203,6 +226,9 @@ struct Tally {
     fetched: AtomicU64,
     failed: AtomicU64,
     bytes: AtomicU64,
+    /// Children running now, and the most that ever ran at once.
+    running: AtomicU64,
+    most_at_once: AtomicU64,
 }
 
 /// The stable, parseable result printed to stdout.
@@ -213,6 +239,7 @@ struct Summary {
     fetched: u64,
     failed: u64,
     bytes: u64,
+    most_at_once: u64,
 }
 
 impl Summary {
@@ -222,6 +249,7 @@ impl Summary {
         println!("fetched: {}", self.fetched);
         println!("failed: {}", self.failed);
         println!("bytes: {}", self.bytes);
+        println!("most_at_once: {}", self.most_at_once);
     }
 }
 
@@ -427,11 +455,12 @@ async fn start_page_consumer_supervisor(
     client: reqwest::Client,
     tally: Arc<Tally>,
     online: &[StageHandle<OnlinePageProducerConsumer>],
+    grace: Duration,
 ) -> Result<SupervisorHandle<String>, Box<dyn Error>> {
     let child = move |url: String| fetch(client.clone(), url, Arc::clone(&tally));
     let supervisor = ConsumerSupervisor::new(child)
         .name("PageConsumerSupervisor")
-        .shutdown(Duration::from_secs(10))
+        .shutdown(grace)
         .start()?;
     // Transient: a producer-consumer that ends normally does not stop the supervisor, which
     // may still get pages from the other one.
@@ -446,12 +475,16 @@ async fn start_page_consumer_supervisor(
 
 /// A child: GETs one page and reports its size.
 async fn fetch(client: reqwest::Client, url: String, tally: Arc<Tally>) -> Result<(), String> {
-    debug!("child fetching {url}");
+    let running = tally.running.fetch_add(1, Ordering::SeqCst) + 1;
+    tally.most_at_once.fetch_max(running, Ordering::SeqCst);
+    info!("child fetching {url} ({running} of at most 4 children running)");
     let body = async {
         let response = client.get(&url).send().await?.error_for_status()?;
         response.bytes().await
     };
-    match body.await {
+    let body = body.await;
+    tally.running.fetch_sub(1, Ordering::SeqCst);
+    match body {
         Ok(body) => {
             info!("child fetched {url}: {} bytes", body.len());
             tally.fetched.fetch_add(1, Ordering::SeqCst);

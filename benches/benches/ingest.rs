@@ -16,14 +16,22 @@ use tokio::runtime::Runtime;
 /// depth of the hand-written pipeline's processor channels (the same number of messages in
 /// flight per processor).
 const SCENARIOS: [(&str, Option<usize>, usize, f64); 2] = [
-    ("ingest_default_demand", None, DEFAULT_PROCESSOR_MAX_DEMAND, BROADWAY_DEFAULT_DEMAND),
+    (
+        "ingest_default_demand",
+        None,
+        DEFAULT_PROCESSOR_MAX_DEMAND,
+        BROADWAY_DEFAULT_DEMAND,
+    ),
     ("ingest_max_demand_100", Some(100), 100, BROADWAY_DEMAND_100),
 ];
 
 fn check(tally: &Tally) {
     let (acked, failed, calls, tags, sum) = tally.totals();
     let (want_tags, want_sum) = Tally::expected(MESSAGES);
-    assert_eq!((acked, failed, tags, sum), (MESSAGES, 0, want_tags, want_sum));
+    assert_eq!(
+        (acked, failed, tags, sum),
+        (MESSAGES, 0, want_tags, want_sum)
+    );
     assert!(calls >= MESSAGES / BATCH_SIZE as u64, "{calls} ack calls");
 }
 

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ingest::{
-    AckError, Acker, Acknowledger, BatchInfo, Batcher, Context as IngestContext, Failure,
-    Handler, Message, Outcome, Pipeline, Processors, Producers, Settlement,
+    AckError, Acker, Acknowledger, BatchInfo, Batcher, Context as IngestContext, Failure, Handler,
+    Message, Outcome, Pipeline, Processors, Producers, Settlement,
 };
 use stage::{Context, Producer};
 use tokio::sync::mpsc;
@@ -70,7 +70,9 @@ impl CountingAcker {
     pub async fn ack_tags(&self, tags: &[u64], sum: u64) {
         self.0.calls.fetch_add(1, Ordering::Relaxed);
         self.0.acked.fetch_add(tags.len() as u64, Ordering::Relaxed);
-        self.0.tags.fetch_add(tags.iter().sum::<u64>(), Ordering::Relaxed);
+        self.0
+            .tags
+            .fetch_add(tags.iter().sum::<u64>(), Ordering::Relaxed);
         self.0.sum.fetch_add(sum, Ordering::Relaxed);
     }
 }
@@ -88,7 +90,9 @@ impl Acknowledger for CountingAcker {
             }
         }
         tally.acked.fetch_add(acked, Ordering::Relaxed);
-        tally.failed.fetch_add(settled.len() as u64 - acked, Ordering::Relaxed);
+        tally
+            .failed
+            .fetch_add(settled.len() as u64 - acked, Ordering::Relaxed);
         tally.tags.fetch_add(tags, Ordering::Relaxed);
         Ok(())
     }
@@ -127,7 +131,11 @@ impl Handler for AddOneAndSum {
     type In = u64;
     type Out = u64;
 
-    async fn handle_message(&self, msg: &mut Message<u64>, _: &IngestContext) -> Result<u64, Failure> {
+    async fn handle_message(
+        &self,
+        msg: &mut Message<u64>,
+        _: &IngestContext,
+    ) -> Result<u64, Failure> {
         Ok(msg.data + 1)
     }
 

@@ -6,12 +6,14 @@
 //!   that maps `x -> x + 1`, and returns the sum, which [`expected_sum`] predicts.
 //! - `benches/flow.rs`: the `flow` scenarios (`map_filter_reduce`, `partition_reduce`) and
 //!   their rayon and sequential baselines, over one shared [`input`] `Vec`.
+//! - `benches/channel.rs`: `stage::channel` against a tokio `mpsc` channel: see [`channel`].
 //! - `benches/airports.rs`: the airports count over the real `airports.csv`, as a flow and as
 //!   a `csv` loop and rayon over chunks: see [`airports`].
 //! - `benches/ingest.rs`: acknowledged messages through an `ingest` pipeline and a
 //!   hand-written tokio pipeline: see [`ingest`].
 
 pub mod airports;
+pub mod channel;
 pub mod dispatch;
 pub mod ingest;
 
@@ -413,3 +415,8 @@ pub fn rayon_pool() -> rayon::ThreadPool {
         .build()
         .expect("build the rayon pool")
 }
+
+/// The README's examples, compiled and run as doctests so that they cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

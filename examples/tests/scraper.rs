@@ -72,6 +72,9 @@ fn scraper_fetches_every_online_page_of_the_test_site() {
         "stdout:\n{stdout}"
     );
     assert_eq!(summary.get("failed"), Some(&0), "stdout:\n{stdout}");
+    // The supervisor's concurrency: at most 2 children per filter, and both filters busy.
+    let most = summary.get("most_at_once").copied().unwrap_or(0);
+    assert!((2..=4).contains(&most), "most_at_once {most}:\n{stdout}");
     assert_eq!(
         summary.get("bytes"),
         Some(&expected_bytes),
@@ -84,6 +87,8 @@ fn scraper_fetches_every_online_page_of_the_test_site() {
         "PageProducer received 30 pages to scrape",
         "online",
         "child fetched http://127.0.0.1:",
+        "children running)",
+        "children completed, 0 failed, 0 cancelled",
     ] {
         assert!(stderr.contains(line), "no {line:?} in the log:\n{stderr}");
     }

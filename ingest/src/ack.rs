@@ -282,7 +282,10 @@ async fn settle_orphans(acker: Acker) {
             batch
         };
         let n = batch.len();
-        warn!(messages = n, "settling messages dropped before they were settled (requeue)");
+        warn!(
+            messages = n,
+            "settling messages dropped before they were settled (requeue)"
+        );
         if let Err(err) = acker.ack(batch).await {
             error!(messages = n, %err, "the acknowledger failed to settle dropped messages");
         }

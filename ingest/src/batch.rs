@@ -306,7 +306,9 @@ mod tests {
     fn emitted(out: &mut Vec<Effect<u32>>) -> Vec<(Vec<u32>, Trigger)> {
         out.drain(..)
             .filter_map(|e| match e {
-                Effect::Emit(c) => Some((c.messages.into_iter().map(|m| m.data).collect(), c.trigger)),
+                Effect::Emit(c) => {
+                    Some((c.messages.into_iter().map(|m| m.data).collect(), c.trigger))
+                }
                 Effect::Opened { .. } => None,
             })
             .collect()
@@ -318,11 +320,17 @@ mod tests {
         let now = Instant::now();
         let mut out = Vec::new();
         b.push_run(&default_slot(), msgs(0..7), now, &mut out);
-        let opened = out.iter().filter(|e| matches!(e, Effect::Opened { .. })).count();
+        let opened = out
+            .iter()
+            .filter(|e| matches!(e, Effect::Opened { .. }))
+            .count();
         assert_eq!(opened, 3);
         assert_eq!(
             emitted(&mut out),
-            vec![(vec![0, 1, 2], Trigger::Size), (vec![3, 4, 5], Trigger::Size)]
+            vec![
+                (vec![0, 1, 2], Trigger::Size),
+                (vec![3, 4, 5], Trigger::Size)
+            ]
         );
         assert_eq!(b.open_messages(), 1);
     }
@@ -340,10 +348,7 @@ mod tests {
         let later = t0 + Duration::from_millis(5);
         // The first batch closed full; its timer firing late does nothing to the next one.
         b.timeout(&default_slot(), serial, later, &mut out);
-        assert_eq!(
-            emitted(&mut out),
-            vec![(vec![0, 1], Trigger::Size)]
-        );
+        assert_eq!(emitted(&mut out), vec![(vec![0, 1], Trigger::Size)]);
         assert_eq!(b.open_messages(), 1);
         b.timeout(&default_slot(), serial + 1, later, &mut out);
         let closed: Vec<_> = out

@@ -242,12 +242,22 @@ impl<H: Handler> BatcherStage<H> {
     /// Settles messages the batcher itself failed for good.
     async fn settle_final(&mut self, mut failed: Vec<Message<H::Out>>) {
         let shared = &*self.shared;
-        if let Guarded::Panicked(panic) =
-            guarded(shared.handler.handle_failed_batch(&mut failed, &self.ctx), &self.kill).await
+        if let Guarded::Panicked(panic) = guarded(
+            shared.handler.handle_failed_batch(&mut failed, &self.ctx),
+            &self.kill,
+        )
+        .await
         {
             error!(stage = %self.ctx.stage, %panic, "handle_failed_batch panicked; the failures stand as they were");
         }
-        settle_failed(failed, shared.sink_out.as_ref(), &self.ctx.stage, &mut self.settle, &shared.stats).await;
+        settle_failed(
+            failed,
+            shared.sink_out.as_ref(),
+            &self.ctx.stage,
+            &mut self.settle,
+            &shared.stats,
+        )
+        .await;
         self.settle.flush(&shared.stats, &self.ctx.stage).await;
     }
 
@@ -288,7 +298,9 @@ impl<H: Handler> BatcherStage<H> {
             timers.push(waiting.timer);
             for mut msg in waiting.messages {
                 if let Some(failure) = msg.failure_mut() {
-                    *failure = failure.clone().with_action(Action::Retry { after: Some(left) });
+                    *failure = failure
+                        .clone()
+                        .with_action(Action::Retry { after: Some(left) });
                 }
                 messages.push(msg);
             }
@@ -300,7 +312,13 @@ impl<H: Handler> BatcherStage<H> {
             }
         }
         if abandon_all {
-            abandon(&mut self.settle, &self.shared.stats, &self.ctx.stage, messages).await;
+            abandon(
+                &mut self.settle,
+                &self.shared.stats,
+                &self.ctx.stage,
+                messages,
+            )
+            .await;
         } else {
             self.settle_final(messages).await;
         }
@@ -327,7 +345,13 @@ impl<H: Handler> Consumer for BatcherStage<H> {
     ) {
         let n = events.len();
         if self.kill.is_killed() {
-            abandon(&mut self.settle, &self.shared.stats, &self.ctx.stage, events).await;
+            abandon(
+                &mut self.settle,
+                &self.shared.stats,
+                &self.ctx.stage,
+                events,
+            )
+            .await;
         } else {
             self.intake(events, ctx).await;
         }
@@ -394,7 +418,9 @@ impl<H: Handler> Cast<BatchDone<H::Out>> for BatcherStage<H> {
                     .into_iter()
                     .map(|(mut msg, after)| {
                         if let Some(failure) = msg.failure_mut() {
-                            *failure = failure.clone().with_action(Action::Retry { after: Some(after) });
+                            *failure = failure
+                                .clone()
+                                .with_action(Action::Retry { after: Some(after) });
                         }
                         msg
                     })
@@ -413,7 +439,14 @@ impl<H: Handler> Cast<BatchDone<H::Out>> for BatcherStage<H> {
                     self.retry_count += messages.len();
                     let timer = ctx.send_after(after, BatchRetryDue(id));
                     let due = Instant::now() + after;
-                    self.retrying.insert(id, Waiting { messages, timer, due });
+                    self.retrying.insert(
+                        id,
+                        Waiting {
+                            messages,
+                            timer,
+                            due,
+                        },
+                    );
                 }
             }
         }
@@ -423,7 +456,11 @@ impl<H: Handler> Cast<BatchDone<H::Out>> for BatcherStage<H> {
 }
 
 impl<H: Handler> Info<BatchRetryDue> for BatcherStage<H> {
-    async fn handle_info(&mut self, BatchRetryDue(id): BatchRetryDue, ctx: &mut StageContext<Self>) {
+    async fn handle_info(
+        &mut self,
+        BatchRetryDue(id): BatchRetryDue,
+        ctx: &mut StageContext<Self>,
+    ) {
         let Some(waiting) = self.retrying.remove(&id) else {
             return;
         };
@@ -530,9 +567,16 @@ impl<H: Handler> BatchProcessorStage<H> {
     ) -> Vec<(Message<H::Out>, Duration)> {
         let shared = &*self.shared;
         let stats = &shared.stats;
-        match guarded(shared.handler.handle_batch(messages, info, &self.ctx), &self.kill).await {
+        match guarded(
+            shared.handler.handle_batch(messages, info, &self.ctx),
+            &self.kill,
+        )
+        .await
+        {
             Guarded::Done(Ok(())) => {}
-            Guarded::Done(Err(failure)) => messages.iter_mut().for_each(|m| m.fail(failure.clone())),
+            Guarded::Done(Err(failure)) => {
+                messages.iter_mut().for_each(|m| m.fail(failure.clone()))
+            }
             Guarded::Panicked(panic) => {
                 let failure = Failure::panic(&panic);
                 messages.iter_mut().for_each(|m| m.fail(failure.clone()));
@@ -552,7 +596,13 @@ impl<H: Handler> BatchProcessorStage<H> {
                     self.settle.ack(&mut msg);
                     continue;
                 }
-                Some(failure) => decide(failure, attempt, self.retry.as_ref(), draining, self.jitter.next()),
+                Some(failure) => decide(
+                    failure,
+                    attempt,
+                    self.retry.as_ref(),
+                    draining,
+                    self.jitter.next(),
+                ),
             };
             match fate {
                 Fate::Retry(after) => {
@@ -563,13 +613,23 @@ impl<H: Handler> BatchProcessorStage<H> {
             }
         }
         if !failed.is_empty() {
-            if let Guarded::Panicked(panic) =
-                guarded(shared.handler.handle_failed_batch(&mut failed, &self.ctx), &self.kill).await
+            if let Guarded::Panicked(panic) = guarded(
+                shared.handler.handle_failed_batch(&mut failed, &self.ctx),
+                &self.kill,
+            )
+            .await
             {
                 error!(stage = %self.ctx.stage, %panic, "handle_failed_batch panicked; the failures stand as they were");
             }
         }
-        settle_failed(failed, shared.sink_out.as_ref(), &self.ctx.stage, &mut self.settle, stats).await;
+        settle_failed(
+            failed,
+            shared.sink_out.as_ref(),
+            &self.ctx.stage,
+            &mut self.settle,
+            stats,
+        )
+        .await;
         self.settle.flush(stats, &self.ctx.stage).await;
         stats.retried(retries.len() as u64);
         retries

@@ -103,8 +103,14 @@ mod tests {
     fn default_failures_retry_under_a_policy_until_it_gives_up() {
         let p = policy(3);
         let mut f = Failure::new("boom");
-        assert_eq!(decide(&mut f, 1, Some(&p), false, 0.0), Fate::Retry(Duration::from_millis(10)));
-        assert_eq!(decide(&mut f, 2, Some(&p), false, 0.0), Fate::Retry(Duration::from_millis(20)));
+        assert_eq!(
+            decide(&mut f, 1, Some(&p), false, 0.0),
+            Fate::Retry(Duration::from_millis(10))
+        );
+        assert_eq!(
+            decide(&mut f, 2, Some(&p), false, 0.0),
+            Fate::Retry(Duration::from_millis(20))
+        );
         assert_eq!(decide(&mut f, 3, Some(&p), false, 0.0), Fate::Final);
         assert_eq!(f.reason(), "gave up after 3 attempts: boom");
         assert_eq!(outcome_of(&f, false), Outcome::Nack { requeue: false });
@@ -115,7 +121,12 @@ mod tests {
     fn without_a_policy_a_retry_goes_back_to_the_source() {
         let mut f = Failure::new("later").retry_after(Duration::from_secs(5));
         assert_eq!(decide(&mut f, 1, None, false, 0.0), Fate::Final);
-        assert_eq!(outcome_of(&f, true), Outcome::Retry { after: Duration::from_secs(5) });
+        assert_eq!(
+            outcome_of(&f, true),
+            Outcome::Retry {
+                after: Duration::from_secs(5)
+            }
+        );
         let mut plain = Failure::new("no");
         assert_eq!(decide(&mut plain, 1, None, false, 0.0), Fate::Final);
         assert_eq!(outcome_of(&plain, false), Outcome::Nack { requeue: false });
@@ -129,16 +140,29 @@ mod tests {
         assert_eq!(outcome_of(&f, true), Outcome::Nack { requeue: true });
         let mut d = Failure::new("bad").dead_letter();
         assert_eq!(decide(&mut d, 1, Some(&p), false, 0.0), Fate::Final);
-        assert_eq!(outcome_of(&d, false), Outcome::DeadLetter { reason: Arc::from("bad") });
+        assert_eq!(
+            outcome_of(&d, false),
+            Outcome::DeadLetter {
+                reason: Arc::from("bad")
+            }
+        );
     }
 
     #[test]
     fn an_explicit_delay_wins_over_the_backoff_and_draining_hands_retries_back() {
         let p = policy(5);
         let mut f = Failure::new("x").retry_after(Duration::from_secs(2));
-        assert_eq!(decide(&mut f, 1, Some(&p), false, 0.0), Fate::Retry(Duration::from_secs(2)));
+        assert_eq!(
+            decide(&mut f, 1, Some(&p), false, 0.0),
+            Fate::Retry(Duration::from_secs(2))
+        );
         let mut g = Failure::new("y");
         assert_eq!(decide(&mut g, 1, Some(&p), true, 0.0), Fate::Final);
-        assert_eq!(outcome_of(&g, false), Outcome::Retry { after: Duration::from_millis(10) });
+        assert_eq!(
+            outcome_of(&g, false),
+            Outcome::Retry {
+                after: Duration::from_millis(10)
+            }
+        );
     }
 }

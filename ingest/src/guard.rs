@@ -44,8 +44,8 @@ pub(crate) async fn guarded<F: Future>(fut: F, kill: &KillSwitch) -> Guarded<F::
         return Guarded::Killed;
     }
     let mut fut = std::pin::pin!(fut);
-    std::future::poll_fn(|cx| {
-        match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+    std::future::poll_fn(
+        |cx| match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
             Ok(Poll::Ready(value)) => Poll::Ready(Guarded::Done(value)),
             Ok(Poll::Pending) => {
                 kill.waker.register(cx.waker());
@@ -56,8 +56,8 @@ pub(crate) async fn guarded<F: Future>(fut: F, kill: &KillSwitch) -> Guarded<F::
                 }
             }
             Err(payload) => Poll::Ready(Guarded::Panicked(panic_message(&*payload))),
-        }
-    })
+        },
+    )
     .await
 }
 
@@ -85,7 +85,10 @@ mod tests {
     async fn a_panic_is_caught() {
         let kill = KillSwitch::default();
         let out = guarded(async { panic!("boom") }, &kill).await;
-        assert!(matches!(out, Guarded::Panicked(ref m) if m == "boom"), "{out:?}");
+        assert!(
+            matches!(out, Guarded::Panicked(ref m) if m == "boom"),
+            "{out:?}"
+        );
         let out: Guarded<u32> = guarded(async { 3 }, &kill).await;
         assert!(matches!(out, Guarded::Done(3)));
     }

@@ -172,8 +172,16 @@ mod tests {
         let t0 = Instant::now();
         let mut b = Bucket::new(limit(10, 100), t0);
         assert_eq!(b.take(t0, 10), 10);
-        b.update(limit(2, 50), Apply::NextInterval, t0 + Duration::from_millis(10));
-        assert_eq!(b.take(t0 + Duration::from_millis(20), 5), 0, "this interval is spent");
+        b.update(
+            limit(2, 50),
+            Apply::NextInterval,
+            t0 + Duration::from_millis(10),
+        );
+        assert_eq!(
+            b.take(t0 + Duration::from_millis(20), 5),
+            0,
+            "this interval is spent"
+        );
         assert_eq!(b.limits(), (limit(10, 100), Some(limit(2, 50))));
         assert_eq!(b.take(t0 + Duration::from_millis(100), 5), 2);
         assert_eq!(b.next_refill(), t0 + Duration::from_millis(150));

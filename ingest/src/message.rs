@@ -118,7 +118,11 @@ impl<T> Message<T> {
     }
 
     /// Adds a metadata entry (builder style, for sources).
-    pub fn with_metadata(mut self, key: impl Into<Cow<'static, str>>, value: impl Into<Value>) -> Self {
+    pub fn with_metadata(
+        mut self,
+        key: impl Into<Cow<'static, str>>,
+        value: impl Into<Value>,
+    ) -> Self {
         self.metadata.insert(key, value);
         self
     }
@@ -477,7 +481,10 @@ mod tests {
             vec![("a".into(), Value::UInt(2)), ("b".into(), Value::from("x"))]
         );
         assert_eq!(m.get("a").and_then(Value::as_i64), Some(2));
-        assert_eq!(m.remove("b").and_then(|v| v.as_str().map(String::from)), Some("x".into()));
+        assert_eq!(
+            m.remove("b").and_then(|v| v.as_str().map(String::from)),
+            Some("x".into())
+        );
         assert_eq!(m.len(), 1);
     }
 

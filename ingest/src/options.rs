@@ -30,9 +30,7 @@ pub(crate) fn stable_hash<K: Hash>(key: &K) -> u64 {
     state.hash_one(key)
 }
 
-fn partitioner<T, K: Hash>(
-    f: impl Fn(&Message<T>) -> K + Send + Sync + 'static,
-) -> Partitioner<T> {
+fn partitioner<T, K: Hash>(f: impl Fn(&Message<T>) -> K + Send + Sync + 'static) -> Partitioner<T> {
     Arc::new(move |msg| stable_hash(&f(msg)))
 }
 
@@ -268,7 +266,12 @@ impl<T> Batcher<T> {
         }
         if self.batch_timeout.is_zero() {
             let rule = "must be more than zero";
-            return Err(ConfigError::new(&scope, "batch_timeout", rule, self.batch_timeout));
+            return Err(ConfigError::new(
+                &scope,
+                "batch_timeout",
+                rule,
+                self.batch_timeout,
+            ));
         }
         if self.key_concurrency == 0 {
             let rule = "must be at least 1";
@@ -281,7 +284,9 @@ impl<T> Batcher<T> {
         if let Some(retry) = &self.retry {
             retry.validate(&scope)?;
         }
-        let max = self.max_demand.unwrap_or(self.batch_size.min(MAX_DEMAND_LIMIT));
+        let max = self
+            .max_demand
+            .unwrap_or(self.batch_size.min(MAX_DEMAND_LIMIT));
         check_demand(&scope, max, self.min_demand)
     }
 }
@@ -310,7 +315,11 @@ fn check_concurrency(scope: &str, n: usize) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn check_demand(scope: &str, max: usize, min: Option<usize>) -> Result<(usize, usize), ConfigError> {
+fn check_demand(
+    scope: &str,
+    max: usize,
+    min: Option<usize>,
+) -> Result<(usize, usize), ConfigError> {
     if max == 0 || max > MAX_DEMAND_LIMIT {
         let rule = format!("must be between 1 and {MAX_DEMAND_LIMIT}");
         return Err(ConfigError::new(scope, "max_demand", rule, max));
@@ -478,11 +487,21 @@ impl RateLimit {
 
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         if self.allowed == 0 {
-            return Err(ConfigError::new("rate_limit", "allowed", "must be at least 1", 0));
+            return Err(ConfigError::new(
+                "rate_limit",
+                "allowed",
+                "must be at least 1",
+                0,
+            ));
         }
         if self.interval.is_zero() {
             let rule = "must be more than zero";
-            return Err(ConfigError::new("rate_limit", "interval", rule, self.interval));
+            return Err(ConfigError::new(
+                "rate_limit",
+                "interval",
+                rule,
+                self.interval,
+            ));
         }
         Ok(())
     }
@@ -521,10 +540,16 @@ mod tests {
         assert_eq!(p.validate().unwrap_err().option, "min_demand");
         let p = Processors::<u8>::new().concurrency(0);
         assert_eq!(p.validate().unwrap_err().option, "concurrency");
-        assert_eq!(Processors::<u8>::new().max_demand(10).validate(), Ok((10, 5)));
+        assert_eq!(
+            Processors::<u8>::new().max_demand(10).validate(),
+            Ok((10, 5))
+        );
         let b = Batcher::<u8>::new("x").batch_size(0);
         let err = b.validate().unwrap_err();
-        assert_eq!((err.option, err.scope.as_str()), ("batch_size", "batcher \"x\""));
+        assert_eq!(
+            (err.option, err.scope.as_str()),
+            ("batch_size", "batcher \"x\"")
+        );
         assert_eq!(Batcher::<u8>::new("x").batch_size(7).validate(), Ok((7, 3)));
         let b = Batcher::<u8>::new("x").batch_timeout(Duration::ZERO);
         assert_eq!(b.validate().unwrap_err().option, "batch_timeout");
@@ -532,8 +557,21 @@ mod tests {
         assert_eq!(r.validate("p").unwrap_err().option, "max_attempts");
         let r = RetryPolicy::new(2).backoff(Backoff::default().multiplier(0.5));
         assert_eq!(r.validate("p").unwrap_err().option, "multiplier");
-        assert_eq!(RateLimit::new(0, Duration::from_secs(1)).validate().unwrap_err().option, "allowed");
-        let err = Batcher::<u8>::new("x").concurrency(0).validate().unwrap_err();
-        assert!(err.to_string().contains("invalid option `concurrency` of batcher \"x\""), "{err}");
+        assert_eq!(
+            RateLimit::new(0, Duration::from_secs(1))
+                .validate()
+                .unwrap_err()
+                .option,
+            "allowed"
+        );
+        let err = Batcher::<u8>::new("x")
+            .concurrency(0)
+            .validate()
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("invalid option `concurrency` of batcher \"x\""),
+            "{err}"
+        );
     }
 }

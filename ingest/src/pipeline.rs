@@ -5,9 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
-use stage::{
-    DemandDispatcher, Dispatcher, PartitionDispatcher, Producer, Reason, StageHandle,
-};
+use stage::{DemandDispatcher, Dispatcher, PartitionDispatcher, Producer, Reason, StageHandle};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -21,7 +19,7 @@ use crate::message::Message;
 use crate::options::{Apply, Batcher, Processors, RateLimit};
 use crate::processor::{Drain, ProcessorSetup, ProcessorStage};
 use crate::producers::{Group, Producers, Running};
-use crate::settle::{Sink, Stats};
+use crate::settle::{Sink, Sinks, Stats};
 use crate::shared::Shared;
 use crate::topology::{BatcherTopology, StageGroup, Topology};
 
@@ -39,7 +37,7 @@ pub struct Builder<H: Handler> {
     processors: Processors<H::In>,
     batchers: Vec<Batcher<H::Out>>,
     rate_limit: Option<RateLimit>,
-    sinks: (Option<Sink<H::In>>, Option<Sink<H::Out>>),
+    sinks: Option<Sinks<H::In, H::Out>>,
 }
 
 impl<H: Handler> fmt::Debug for Builder<H> {
@@ -50,7 +48,7 @@ impl<H: Handler> fmt::Debug for Builder<H> {
             .field("processors", &self.processors)
             .field("batchers", &self.batchers)
             .field("rate_limit", &self.rate_limit)
-            .field("dead_letters", &self.sinks.0.is_some())
+            .field("dead_letters", &self.sinks.is_some())
             .finish()
     }
 }
@@ -94,7 +92,10 @@ impl<H: Handler> Builder<H> {
         let sink = Arc::new(sink);
         let sink_in: Sink<H::In> = sink.clone();
         let sink_out: Sink<H::Out> = sink;
-        self.sinks = (Some(sink_in), Some(sink_out));
+        self.sinks = Some(Sinks {
+            input: sink_in,
+            output: sink_out,
+        });
         self
     }
 
@@ -198,12 +199,13 @@ impl<H: Handler> Builder<H> {
             for _ in 0..group.concurrency() {
                 let stage_name = format!("{name}.{}.{index}", group.name());
                 let dispatcher = producer_dispatcher(&partition_by, processors, &stage_name);
-                let running = group
-                    .start(index, stage_name.clone(), dispatcher)
-                    .map_err(|source| BuildError::Start {
-                        stage: stage_name.clone(),
-                        source,
-                    })?;
+                let running =
+                    group
+                        .start(index, stage_name.clone(), dispatcher)
+                        .map_err(|source| BuildError::Start {
+                            stage: stage_name.clone(),
+                            source,
+                        })?;
                 let running: Arc<dyn Running<H::In>> = Arc::from(running);
                 started.stages.push(Box::new(Arc::clone(&running)));
                 producers.push(running);
@@ -287,7 +289,10 @@ impl<H: Handler> Builder<H> {
             let opts = BatcherStage::<H>::subscribe_options(limits, partition);
             let mut builder = stage::producer_consumer(stage)
                 .name(stage_name.clone())
-                .dispatcher(batcher_dispatcher::<H::Out>(batcher.partition_by.is_some(), concurrency));
+                .dispatcher(batcher_dispatcher::<H::Out>(
+                    batcher.partition_by.is_some(),
+                    concurrency,
+                ));
             for processor in &processor_handles {
                 builder = builder.subscribe_to(processor, opts.clone());
             }
@@ -311,7 +316,10 @@ impl<H: Handler> Builder<H> {
                 let partition = batcher.partition_by.as_ref().map(|_| i);
                 let bp = stage::consumer(stage)
                     .name(bp_name.clone())
-                    .subscribe_to(&handle, BatchProcessorStage::<H>::subscribe_options(partition))
+                    .subscribe_to(
+                        &handle,
+                        BatchProcessorStage::<H>::subscribe_options(partition),
+                    )
                     .start()
                     .map_err(|source| BuildError::Start {
                         stage: bp_name.clone(),
@@ -405,7 +413,8 @@ fn producer_dispatcher<T: Send + 'static>(
         Ok(hash) => Some((hash % n) as usize),
         Err(panic) => {
             warn!(stage = %stage_name, %panic, "the processors' partition_by panicked; the message fails");
-            msg.misrouted.store(true, std::sync::atomic::Ordering::Relaxed);
+            msg.misrouted
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             Some(0)
         }
     };
@@ -483,7 +492,7 @@ impl<H: Handler> Pipeline<H> {
             processors: Processors::new(),
             batchers: Vec::new(),
             rate_limit: None,
-            sinks: (None, None),
+            sinks: None,
         }
     }
 
@@ -530,7 +539,12 @@ impl<H: Handler> Pipeline<H> {
     ///
     /// [`RateLimitError::NotEnabled`] if the pipeline has none.
     pub fn rate_limit(&self) -> Result<(RateLimit, Option<RateLimit>), RateLimitError> {
-        let limiter = self.inner.shared.limiter.as_ref().ok_or(RateLimitError::NotEnabled)?;
+        let limiter = self
+            .inner
+            .shared
+            .limiter
+            .as_ref()
+            .ok_or(RateLimitError::NotEnabled)?;
         Ok(limiter.limits())
     }
 
@@ -541,7 +555,12 @@ impl<H: Handler> Pipeline<H> {
     /// [`RateLimitError::NotEnabled`] if the pipeline was built without one (it cannot be
     /// added later), [`RateLimitError::Config`] for a limit that breaks a rule.
     pub fn update_rate_limit(&self, limit: RateLimit, apply: Apply) -> Result<(), RateLimitError> {
-        let limiter = self.inner.shared.limiter.as_ref().ok_or(RateLimitError::NotEnabled)?;
+        let limiter = self
+            .inner
+            .shared
+            .limiter
+            .as_ref()
+            .ok_or(RateLimitError::NotEnabled)?;
         limit.validate()?;
         limiter.update(limit, apply);
         Ok(())
@@ -739,7 +758,9 @@ impl<H: Handler> Coordinator<H> {
         for stage in &stages {
             match stage.0.exit_reason_dyn() {
                 Some(reason) if !reason.is_normal() => {
-                    result.stopped.push((stage.0.name_dyn().to_string(), reason));
+                    result
+                        .stopped
+                        .push((stage.0.name_dyn().to_string(), reason));
                 }
                 Some(_) => {}
                 None => result.stuck.push(stage.0.name_dyn().to_string()),

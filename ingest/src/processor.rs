@@ -111,7 +111,9 @@ impl<H: Handler> ProcessorStage<H> {
     /// the next interval if it did not allow all.
     fn refill(&mut self, ctx: &mut StageContext<Self>) {
         let short = match &self.shared.limiter {
-            Some(limiter) => self.credits.refill(|want| limiter.take(want), &mut self.asks),
+            Some(limiter) => self
+                .credits
+                .refill(|want| limiter.take(want), &mut self.asks),
             None => self.credits.refill(|want| want, &mut self.asks),
         };
         for (id, n) in self.asks.drain(..) {
@@ -119,7 +121,9 @@ impl<H: Handler> ProcessorStage<H> {
         }
         if short && !self.refill_timer {
             if let Some(limiter) = &self.shared.limiter {
-                let wait = limiter.next_refill().saturating_duration_since(Instant::now());
+                let wait = limiter
+                    .next_refill()
+                    .saturating_duration_since(Instant::now());
                 ctx.send_after(wait, RefillDue);
                 self.refill_timer = true;
             }
@@ -177,7 +181,9 @@ impl<H: Handler> ProcessorStage<H> {
         let chunk = &mut events[..len];
         for msg in chunk.iter_mut() {
             if msg.was_misrouted() {
-                msg.fail(Failure::new("the processors' partition_by panicked on this message"));
+                msg.fail(Failure::new(
+                    "the processors' partition_by panicked on this message",
+                ));
             }
         }
         match guarded(handler.prepare_messages(chunk, &self.ctx), &self.kill).await {
@@ -189,7 +195,13 @@ impl<H: Handler> ProcessorStage<H> {
             }
             Guarded::Killed => {
                 let stats = &shared.stats;
-                abandon(&mut self.settle, stats, &self.ctx.stage, events.drain(..len)).await;
+                abandon(
+                    &mut self.settle,
+                    stats,
+                    &self.ctx.stage,
+                    events.drain(..len),
+                )
+                .await;
                 return;
             }
         }
@@ -276,7 +288,13 @@ impl<H: Handler> ProcessorStage<H> {
         self.results = results;
         if killed {
             let stats = &shared.stats;
-            abandon(&mut self.settle, stats, &self.ctx.stage, events.drain(..len - handled)).await;
+            abandon(
+                &mut self.settle,
+                stats,
+                &self.ctx.stage,
+                events.drain(..len - handled),
+            )
+            .await;
         }
         if !failed.is_empty() && !killed {
             if let Guarded::Panicked(panic) =
@@ -285,7 +303,14 @@ impl<H: Handler> ProcessorStage<H> {
                 error!(stage = %self.ctx.stage, %panic, "handle_failed panicked; the failures stand as they were");
             }
         }
-        settle_failed(failed, shared.sink_in.as_ref(), &self.ctx.stage, &mut self.settle, &shared.stats).await;
+        settle_failed(
+            failed,
+            shared.sink_in.as_ref(),
+            &self.ctx.stage,
+            &mut self.settle,
+            &shared.stats,
+        )
+        .await;
         self.settle.flush(&shared.stats, &self.ctx.stage).await;
         self.wait_to_retry(retries, ctx);
         if !out.is_empty() {
@@ -315,13 +340,26 @@ impl<H: Handler> ProcessorStage<H> {
             self.retry_count += messages.len();
             let timer = ctx.send_after(after, RetryDue(id));
             let due = Instant::now() + after;
-            self.retrying.insert(id, Waiting { messages, timer, due });
+            self.retrying.insert(
+                id,
+                Waiting {
+                    messages,
+                    timer,
+                    due,
+                },
+            );
         }
         self.pace();
     }
 
     async fn abandon(&mut self, messages: impl IntoIterator<Item = Message<H::In>>) {
-        abandon(&mut self.settle, &self.shared.stats, &self.ctx.stage, messages).await;
+        abandon(
+            &mut self.settle,
+            &self.shared.stats,
+            &self.ctx.stage,
+            messages,
+        )
+        .await;
     }
 
     /// Settles what waits for a retry: handed back to its sources when draining, abandoned
@@ -338,7 +376,9 @@ impl<H: Handler> ProcessorStage<H> {
             timers.push(waiting.timer);
             for mut msg in waiting.messages {
                 if let Some(failure) = msg.failure_mut() {
-                    *failure = failure.clone().with_action(Action::Retry { after: Some(left) });
+                    *failure = failure
+                        .clone()
+                        .with_action(Action::Retry { after: Some(left) });
                 }
                 messages.push(msg);
             }
@@ -355,12 +395,22 @@ impl<H: Handler> ProcessorStage<H> {
             return;
         }
         let shared = &*self.shared;
-        if let Guarded::Panicked(panic) =
-            guarded(shared.handler.handle_failed(&mut messages, &self.ctx), &self.kill).await
+        if let Guarded::Panicked(panic) = guarded(
+            shared.handler.handle_failed(&mut messages, &self.ctx),
+            &self.kill,
+        )
+        .await
         {
             error!(stage = %self.ctx.stage, %panic, "handle_failed panicked; the failures stand as they were");
         }
-        settle_failed(messages, shared.sink_in.as_ref(), &self.ctx.stage, &mut self.settle, &shared.stats).await;
+        settle_failed(
+            messages,
+            shared.sink_in.as_ref(),
+            &self.ctx.stage,
+            &mut self.settle,
+            &shared.stats,
+        )
+        .await;
         self.settle.flush(&shared.stats, &self.ctx.stage).await;
     }
 

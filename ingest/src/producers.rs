@@ -63,7 +63,8 @@ impl<P: Producer> Producers<P> {
     /// One producer, this one.
     pub fn single(producer: P) -> Self {
         let mut producer = Some(producer);
-        let mut group = Self::new(move |_| producer.take().expect("a single producer is made once"));
+        let mut group =
+            Self::new(move |_| producer.take().expect("a single producer is made once"));
         group.single = true;
         group
     }
@@ -166,11 +167,21 @@ impl<T: Send + 'static, P: Producer<Out = Message<T>>> Group<T> for Producers<P>
         let scope = format!("producer {:?}", self.name);
         if self.single && self.concurrency != 1 {
             let rule = "must be 1 for a single producer (use Producers::new with a factory)";
-            return Err(ConfigError::new(scope, "concurrency", rule, self.concurrency));
+            return Err(ConfigError::new(
+                scope,
+                "concurrency",
+                rule,
+                self.concurrency,
+            ));
         }
         if self.concurrency == 0 || self.concurrency > MAX_CONCURRENCY {
             let rule = format!("must be between 1 and {MAX_CONCURRENCY}");
-            return Err(ConfigError::new(scope, "concurrency", rule, self.concurrency));
+            return Err(ConfigError::new(
+                scope,
+                "concurrency",
+                rule,
+                self.concurrency,
+            ));
         }
         if self.name.is_empty() {
             return Err(ConfigError::new(scope, "name", "must not be empty", ""));

@@ -129,16 +129,29 @@ impl Stats {
 
 /// A dead-letter sink behind a pointer.
 pub(crate) trait ErasedSink<T>: Send + Sync + 'static {
-    fn send(&self, letters: Vec<DeadLetter<T>>) -> Pin<Box<dyn Future<Output = Result<(), AckError>> + Send + '_>>;
+    fn send(
+        &self,
+        letters: Vec<DeadLetter<T>>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), AckError>> + Send + '_>>;
 }
 
 impl<T: Send + 'static, S: DeadLetterSink<T>> ErasedSink<T> for S {
-    fn send(&self, letters: Vec<DeadLetter<T>>) -> Pin<Box<dyn Future<Output = Result<(), AckError>> + Send + '_>> {
+    fn send(
+        &self,
+        letters: Vec<DeadLetter<T>>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), AckError>> + Send + '_>> {
         Box::pin(self.dead_letter(letters))
     }
 }
 
 pub(crate) type Sink<T> = Arc<dyn ErasedSink<T>>;
+
+/// A pipeline's dead-letter sink, as its processors (`In`) and its batch processors (`Out`)
+/// see it: both or neither.
+pub(crate) struct Sinks<In, Out> {
+    pub(crate) input: Sink<In>,
+    pub(crate) output: Sink<Out>,
+}
 
 /// Settlements collected for one chunk or batch, grouped by acknowledger, with what they add
 /// to the counters.
@@ -176,8 +189,15 @@ impl Settle {
 
     /// Gives `msg` back to its source unhandled: the pipeline is past its deadline.
     pub(crate) fn abandon<T>(&mut self, msg: &mut Message<T>) {
-        let reason = Some(Arc::from("abandoned: the pipeline shut down before it was handled"));
-        self.add(msg, Outcome::Nack { requeue: true }, reason, Count::Abandoned);
+        let reason = Some(Arc::from(
+            "abandoned: the pipeline shut down before it was handled",
+        ));
+        self.add(
+            msg,
+            Outcome::Nack { requeue: true },
+            reason,
+            Count::Abandoned,
+        );
     }
 
     pub(crate) fn add<T>(
@@ -201,7 +221,14 @@ impl Settle {
         match taken {
             Taken::Pending(acker, tag) => {
                 self.count(&outcome, count);
-                self.push(acker, Settlement { tag, outcome, reason });
+                self.push(
+                    acker,
+                    Settlement {
+                        tag,
+                        outcome,
+                        reason,
+                    },
+                );
             }
             // Settled early as a success: that is what its source heard.
             Taken::Early => self.acked += 1,
@@ -265,9 +292,7 @@ pub(crate) async fn settle_failed<T: Send + 'static>(
     let mut letters = Vec::new();
     let mut slots = Vec::new();
     for mut msg in failed {
-        let outcome = msg
-            .failure()
-            .map_or(Outcome::Ack, |f| outcome_of(f, true));
+        let outcome = msg.failure().map_or(Outcome::Ack, |f| outcome_of(f, true));
         let Outcome::DeadLetter { reason } = outcome else {
             settle.failed(&mut msg, true);
             continue;
@@ -288,9 +313,13 @@ pub(crate) async fn settle_failed<T: Send + 'static>(
         return;
     }
     let n = letters.len() as u64;
-    let sent = match crate::guard::guarded(sink.send(letters), &crate::guard::KillSwitch::default()).await {
+    let sent = match crate::guard::guarded(sink.send(letters), &crate::guard::KillSwitch::default())
+        .await
+    {
         crate::guard::Guarded::Done(result) => result,
-        crate::guard::Guarded::Panicked(message) => Err(AckError::new(format_args!("the dead-letter sink panicked: {message}"))),
+        crate::guard::Guarded::Panicked(message) => Err(AckError::new(format_args!(
+            "the dead-letter sink panicked: {message}"
+        ))),
         crate::guard::Guarded::Killed => Err(AckError::new("killed")),
     };
     let requeue = match sent {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::handler::Handler;
 use crate::limiter::RateLimiter;
-use crate::settle::{Sink, Stats};
+use crate::settle::{Sink, Sinks, Stats};
 
 pub(crate) struct Shared<H: Handler> {
     pub(crate) pipeline: Arc<str>,
@@ -26,7 +26,7 @@ impl<H: Handler> Shared<H> {
         pipeline: Arc<str>,
         handler: H,
         stats: Stats,
-        sinks: (Option<Sink<H::In>>, Option<Sink<H::Out>>),
+        sinks: Option<Sinks<H::In, H::Out>>,
         limiter: Option<RateLimiter>,
         batchers: Vec<Cow<'static, str>>,
     ) -> Self {
@@ -34,8 +34,8 @@ impl<H: Handler> Shared<H> {
             pipeline,
             handler,
             stats,
-            sink_in: sinks.0,
-            sink_out: sinks.1,
+            sink_in: sinks.as_ref().map(|s| Arc::clone(&s.input)),
+            sink_out: sinks.map(|s| s.output),
             limiter,
             batchers,
             draining: AtomicBool::new(false),

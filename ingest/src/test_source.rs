@@ -74,7 +74,10 @@ impl<T> Clone for TestSource<T> {
 impl<T> fmt::Debug for TestSource<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TestSource")
-            .field("duplicates", &self.inner.journal.duplicates.load(Ordering::Relaxed))
+            .field(
+                "duplicates",
+                &self.inner.journal.duplicates.load(Ordering::Relaxed),
+            )
             .finish()
     }
 }
@@ -175,7 +178,12 @@ impl<T: Send + 'static> TestSource<T> {
     ///
     /// [`CallError::Closed`] if the producer is not running.
     pub fn finish(&self) -> Result<(), CallError> {
-        let stage = self.inner.stage.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let stage = self
+            .inner
+            .stage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         stage.ok_or(CallError::Closed)?.cast(Finish)
     }
 
@@ -209,7 +217,9 @@ impl Future for Outcomes {
     /// Ready once every message of the push is settled. (Should the source itself be dropped
     /// with messages unsettled, which the pipeline never lets happen, it is ready with nothing.)
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Vec<Outcome>> {
-        Pin::new(&mut self.rx).poll(cx).map(Result::unwrap_or_default)
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(Result::unwrap_or_default)
     }
 }
 
@@ -229,21 +239,25 @@ struct Pending {
 
 impl Journal {
     fn expect(&self, push: u64, n: usize, tx: oneshot::Sender<Vec<Outcome>>) {
-        self.pushes.lock().unwrap_or_else(|e| e.into_inner()).insert(
-            push,
-            Pending {
-                outcomes: vec![None; n],
-                left: n,
-                tx: Some(tx),
-            },
-        );
+        self.pushes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                push,
+                Pending {
+                    outcomes: vec![None; n],
+                    left: n,
+                    tx: Some(tx),
+                },
+            );
     }
 }
 
 impl Acknowledger for Journal {
     async fn ack(&self, settled: Vec<Settlement>) -> Result<(), AckError> {
         let mut pushes = self.pushes.lock().unwrap_or_else(|e| e.into_inner());
-        self.settled.fetch_add(settled.len() as u64, Ordering::Relaxed);
+        self.settled
+            .fetch_add(settled.len() as u64, Ordering::Relaxed);
         for s in settled {
             let (push, index) = (s.tag >> 32, (s.tag & 0xffff_ffff) as usize);
             let Some(pending) = pushes.get_mut(&push) else {

@@ -29,7 +29,11 @@ struct TwoSources {
 impl Producer for TwoSources {
     type Out = Message<u64>;
 
-    async fn handle_demand(&mut self, demand: usize, ctx: &mut stage::Context<Self>) -> Vec<Message<u64>> {
+    async fn handle_demand(
+        &mut self,
+        demand: usize,
+        ctx: &mut stage::Context<Self>,
+    ) -> Vec<Message<u64>> {
         let n = demand.min(self.items.len());
         let out = self
             .items
@@ -43,7 +47,11 @@ impl Producer for TwoSources {
     }
 }
 
-fn two_sources(items: std::ops::Range<u64>, a: &Arc<Journal>, b: &Arc<Journal>) -> Producers<TwoSources> {
+fn two_sources(
+    items: std::ops::Range<u64>,
+    a: &Arc<Journal>,
+    b: &Arc<Journal>,
+) -> Producers<TwoSources> {
     Producers::single(TwoSources {
         items: items.collect(),
         a: a.acker(),
@@ -68,12 +76,20 @@ async fn a_chunk_makes_one_call_per_acknowledger() {
     });
     let pipeline = Pipeline::builder("groups", probe)
         .producer(two_sources(0..5, &a, &b))
-        .processors(Processors::new().concurrency(1).max_demand(10).min_demand(5))
+        .processors(
+            Processors::new()
+                .concurrency(1)
+                .max_demand(10)
+                .min_demand(5),
+        )
         .start()
         .unwrap();
     within(5, pipeline.join()).await;
     let (a, b) = (a.calls(), b.calls());
-    assert_eq!(a.iter().map(|c| tags(c)).collect::<Vec<_>>(), [vec![0, 2, 4]]);
+    assert_eq!(
+        a.iter().map(|c| tags(c)).collect::<Vec<_>>(),
+        [vec![0, 2, 4]]
+    );
     assert_eq!(b.iter().map(|c| tags(c)).collect::<Vec<_>>(), [vec![1, 3]]);
     assert_eq!(b[0][1].outcome, Outcome::Nack { requeue: false });
     assert_eq!(b[0][1].reason.as_deref(), Some("three"));
@@ -93,8 +109,14 @@ async fn a_failing_acknowledger_holds_nobody_back() {
         .unwrap();
     let report = within(5, pipeline.join()).await;
     // Chunks [0, 1] and [2, 3]: each acknowledger called once per chunk, with its own.
-    assert_eq!(a.calls().iter().map(|c| tags(c)).collect::<Vec<_>>(), [vec![0], vec![2]]);
-    assert_eq!(b.calls().iter().map(|c| tags(c)).collect::<Vec<_>>(), [vec![1], vec![3]]);
+    assert_eq!(
+        a.calls().iter().map(|c| tags(c)).collect::<Vec<_>>(),
+        [vec![0], vec![2]]
+    );
+    assert_eq!(
+        b.calls().iter().map(|c| tags(c)).collect::<Vec<_>>(),
+        [vec![1], vec![3]]
+    );
     assert_eq!(report.ack_errors, 2);
     assert_eq!(report.acked, 4);
     assert!(report.adds_up());
@@ -177,7 +199,11 @@ async fn handle_failed_chooses_the_outcome() {
     let outcomes = within(5, source.push([1, 2, 3]).unwrap()).await;
     assert_eq!(
         outcomes,
-        [Outcome::Nack { requeue: false }, Outcome::Nack { requeue: true }, Outcome::Ack]
+        [
+            Outcome::Nack { requeue: false },
+            Outcome::Nack { requeue: true },
+            Outcome::Ack
+        ]
     );
 }
 
@@ -207,10 +233,17 @@ async fn a_batch_is_settled_in_one_call() {
     let report = within(5, pipeline.join()).await;
     let calls = journal.calls();
     assert_eq!(calls.len(), 1, "{calls:?}");
-    let outcomes: Vec<_> = calls[0].iter().map(|s| (s.tag, s.outcome.clone())).collect();
+    let outcomes: Vec<_> = calls[0]
+        .iter()
+        .map(|s| (s.tag, s.outcome.clone()))
+        .collect();
     assert_eq!(
         outcomes,
-        [(0, Outcome::Ack), (2, Outcome::Ack), (1, Outcome::Nack { requeue: true })]
+        [
+            (0, Outcome::Ack),
+            (2, Outcome::Ack),
+            (1, Outcome::Nack { requeue: true })
+        ]
     );
     assert_eq!((report.acked, report.failed), (2, 1));
 }
@@ -289,7 +322,9 @@ async fn what_a_stopped_producer_held_is_given_back() {
     let journal = Journal::new();
     let probe = Probe::default().message_delay(|_| Duration::from_millis(100));
     let pipeline = Pipeline::builder("held", probe)
-        .producer(Producers::single(Eager { acker: journal.acker() }))
+        .producer(Producers::single(Eager {
+            acker: journal.acker(),
+        }))
         .processors(Processors::new().concurrency(1).max_demand(2).min_demand(1))
         .start()
         .unwrap();
@@ -303,7 +338,10 @@ async fn what_a_stopped_producer_held_is_given_back() {
     assert!(report.unprocessed > 0);
     let settled = journal.by_tag();
     assert_eq!(settled.len(), 50);
-    let requeued = settled.values().filter(|o| **o == Outcome::Nack { requeue: true }).count();
+    let requeued = settled
+        .values()
+        .filter(|o| **o == Outcome::Nack { requeue: true })
+        .count();
     assert_eq!(requeued as u64, report.unprocessed);
 }
 

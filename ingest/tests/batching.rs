@@ -24,14 +24,21 @@ async fn a_batch_closes_when_full() {
     let pipeline = Pipeline::builder("size", Probe::default())
         .producer(source.producer())
         .processors(one_processor())
-        .batcher(Batcher::new("default").batch_size(2).batch_timeout(Duration::from_secs(60)))
+        .batcher(
+            Batcher::new("default")
+                .batch_size(2)
+                .batch_timeout(Duration::from_secs(60)),
+        )
         .start()
         .unwrap();
     let outcomes = source.push(1..=4).unwrap();
     within(5, outcomes).await;
     let batches = pipeline.handler().batches();
     let seen: Vec<_> = batches.iter().map(|b| (b.0.clone(), b.1.trigger)).collect();
-    assert_eq!(seen, [(vec![1, 2], Trigger::Size), (vec![3, 4], Trigger::Size)]);
+    assert_eq!(
+        seen,
+        [(vec![1, 2], Trigger::Size), (vec![3, 4], Trigger::Size)]
+    );
     // Both went out at once: nothing waited for the timeout.
     assert!(batches.iter().all(|b| b.2 == Duration::ZERO), "{batches:?}");
 }
@@ -45,7 +52,11 @@ async fn the_timeout_counts_from_the_first_message() {
     let pipeline = Pipeline::builder("timeout", Probe::default())
         .producer(source.producer())
         .processors(one_processor())
-        .batcher(Batcher::new("default").batch_size(10).batch_timeout(ms(300)))
+        .batcher(
+            Batcher::new("default")
+                .batch_size(10)
+                .batch_timeout(ms(300)),
+        )
         .start()
         .unwrap();
     let first = source.push([1]).unwrap();
@@ -57,11 +68,17 @@ async fn the_timeout_counts_from_the_first_message() {
     let batches = pipeline.handler().batches();
     assert_eq!(batches.len(), 2, "{batches:?}");
     let (data, info, start, _) = &batches[0];
-    assert_eq!((data.as_slice(), info.trigger), (&[1, 2][..], Trigger::Timeout));
+    assert_eq!(
+        (data.as_slice(), info.trigger),
+        (&[1, 2][..], Trigger::Timeout)
+    );
     assert_eq!(info.closed_at - info.opened_at, ms(300));
     assert_eq!(*start, ms(300));
     let (data, info, start, _) = &batches[1];
-    assert_eq!((data.as_slice(), info.trigger), (&[3][..], Trigger::Timeout));
+    assert_eq!(
+        (data.as_slice(), info.trigger),
+        (&[3][..], Trigger::Timeout)
+    );
     assert_eq!(*start, ms(650));
 }
 
@@ -73,7 +90,11 @@ async fn a_flush_message_sends_its_batch_on() {
     let pipeline = Pipeline::builder("flush", Probe::default())
         .producer(source.producer())
         .processors(one_processor())
-        .batcher(Batcher::new("default").batch_size(10).batch_timeout(Duration::from_secs(60)))
+        .batcher(
+            Batcher::new("default")
+                .batch_size(10)
+                .batch_timeout(Duration::from_secs(60)),
+        )
         .start()
         .unwrap();
     let bulk = source.push([10]).unwrap();
@@ -82,7 +103,10 @@ async fn a_flush_message_sends_its_batch_on() {
     assert_eq!(outcomes, (vec![Outcome::Ack], vec![Outcome::Ack]));
     let batches = pipeline.handler().batches();
     assert_eq!(batches.len(), 1);
-    assert_eq!((batches[0].0.clone(), batches[0].1.trigger), (vec![10, 11], Trigger::Flush));
+    assert_eq!(
+        (batches[0].0.clone(), batches[0].1.trigger),
+        (vec![10, 11], Trigger::Flush)
+    );
     assert_eq!(batches[0].2, Duration::ZERO);
 }
 
@@ -98,7 +122,11 @@ async fn open_batches_are_flushed_when_the_producers_finish() {
     let pipeline = Pipeline::builder("drain", probe)
         .producer(feed(0..5, &journal.acker()))
         .processors(one_processor())
-        .batcher(Batcher::new("default").batch_size(10).batch_timeout(Duration::from_secs(60)))
+        .batcher(
+            Batcher::new("default")
+                .batch_size(10)
+                .batch_timeout(Duration::from_secs(60)),
+        )
         .start()
         .unwrap();
     let report = within(5, pipeline.join()).await;
@@ -143,7 +171,10 @@ async fn batches_never_mix_batchers_or_keys() {
     for (data, info, _, _) in &batches {
         let parity = data[0] % 2;
         let key = data[0] % 3;
-        assert!(data.iter().all(|d| d % 2 == parity && d % 3 == key), "{data:?}");
+        assert!(
+            data.iter().all(|d| d % 2 == parity && d % 3 == key),
+            "{data:?}"
+        );
         assert_eq!(&*info.batcher, if parity == 0 { "even" } else { "odd" });
         assert_eq!(info.batch_key, BatchKey::Int(key));
         assert_eq!(info.size, data.len());
@@ -180,7 +211,10 @@ async fn batches_of_one_key_run_one_at_a_time() {
         let mut starts: Vec<(u64, Duration)> = batches.iter().map(|b| (b.0[0], b.2)).collect();
         starts.sort();
         if keyed {
-            assert_eq!(starts, [(0, ms(0)), (1, ms(100)), (2, ms(200)), (3, ms(300))]);
+            assert_eq!(
+                starts,
+                [(0, ms(0)), (1, ms(100)), (2, ms(200)), (3, ms(300))]
+            );
         } else {
             let times: Vec<Duration> = starts.iter().map(|s| s.1).collect();
             assert_eq!(times, [ms(0), ms(0), ms(100), ms(100)]);
@@ -201,7 +235,12 @@ async fn key_concurrency_allows_that_many_at_once() {
     let pipeline = Pipeline::builder("two", probe)
         .producer(source.producer())
         .processors(one_processor())
-        .batcher(Batcher::new("default").batch_size(1).concurrency(3).key_concurrency(2))
+        .batcher(
+            Batcher::new("default")
+                .batch_size(1)
+                .concurrency(3)
+                .key_concurrency(2),
+        )
         .start()
         .unwrap();
     within(5, source.push(0..4).unwrap()).await;
@@ -237,10 +276,19 @@ async fn opening_one_key_too_many_sends_the_oldest_on() {
     tokio::time::sleep(ms(1)).await;
     let batches = pipeline.handler().batches();
     assert_eq!(batches.len(), 1, "{batches:?}");
-    assert_eq!((batches[0].0.clone(), batches[0].1.trigger), (vec![1, 2], Trigger::Evicted));
+    assert_eq!(
+        (batches[0].0.clone(), batches[0].1.trigger),
+        (vec![1, 2], Trigger::Evicted)
+    );
     source.finish().unwrap();
     within(5, async { (first.await, evicting.await) }).await;
-    let mut rest: Vec<_> = pipeline.handler().batches()[1..].iter().map(|b| (b.0.clone(), b.1.trigger)).collect();
+    let mut rest: Vec<_> = pipeline.handler().batches()[1..]
+        .iter()
+        .map(|b| (b.0.clone(), b.1.trigger))
+        .collect();
     rest.sort();
-    assert_eq!(rest, [(vec![11], Trigger::Drain), (vec![21], Trigger::Drain)]);
+    assert_eq!(
+        rest,
+        [(vec![11], Trigger::Drain), (vec![21], Trigger::Drain)]
+    );
 }

@@ -26,14 +26,24 @@ fn with_source() -> ingest::Builder<Probe> {
 #[tokio::test]
 async fn each_bad_option_is_named_with_its_rule() {
     let cases: Vec<(ingest::Builder<Probe>, &str, &str, &str)> = vec![
-        (with_source().processors(Processors::new().max_demand(0)), "processors", "max_demand", "must be between 1"),
+        (
+            with_source().processors(Processors::new().max_demand(0)),
+            "processors",
+            "max_demand",
+            "must be between 1",
+        ),
         (
             with_source().processors(Processors::new().max_demand(4).min_demand(4)),
             "processors",
             "min_demand",
             "less than max_demand (4)",
         ),
-        (with_source().processors(Processors::new().concurrency(0)), "processors", "concurrency", "between 1"),
+        (
+            with_source().processors(Processors::new().concurrency(0)),
+            "processors",
+            "concurrency",
+            "between 1",
+        ),
         (
             with_source().processors(Processors::new().retry(RetryPolicy::new(0))),
             "processors",
@@ -42,20 +52,31 @@ async fn each_bad_option_is_named_with_its_rule() {
         ),
         (
             with_source().processors(
-                Processors::new().retry(RetryPolicy::new(2).backoff(Backoff::default().jitter(2.0))),
+                Processors::new()
+                    .retry(RetryPolicy::new(2).backoff(Backoff::default().jitter(2.0))),
             ),
             "processors",
             "jitter",
             "between 0 and 1",
         ),
-        (with_source().batcher(Batcher::new("b").batch_size(0)), "batcher \"b\"", "batch_size", "at least 1"),
+        (
+            with_source().batcher(Batcher::new("b").batch_size(0)),
+            "batcher \"b\"",
+            "batch_size",
+            "at least 1",
+        ),
         (
             with_source().batcher(Batcher::new("b").batch_timeout(Duration::ZERO)),
             "batcher \"b\"",
             "batch_timeout",
             "more than zero",
         ),
-        (with_source().batcher(Batcher::new("b").concurrency(0)), "batcher \"b\"", "concurrency", "between 1"),
+        (
+            with_source().batcher(Batcher::new("b").concurrency(0)),
+            "batcher \"b\"",
+            "concurrency",
+            "between 1",
+        ),
         (
             with_source().batcher(Batcher::new("b").max_demand(3).min_demand(5)),
             "batcher \"b\"",
@@ -75,12 +96,19 @@ async fn each_bad_option_is_named_with_its_rule() {
             "at least 1",
         ),
         (
-            with_source().batcher(Batcher::new("b")).batcher(Batcher::new("b")),
+            with_source()
+                .batcher(Batcher::new("b"))
+                .batcher(Batcher::new("b")),
             "batcher \"b\"",
             "name",
             "must differ",
         ),
-        (with_source().batcher(Batcher::new("")), "batcher \"\"", "name", "must not be empty"),
+        (
+            with_source().batcher(Batcher::new("")),
+            "batcher \"\"",
+            "name",
+            "must not be empty",
+        ),
         (
             with_source().rate_limit(RateLimit::new(0, Duration::from_secs(1))),
             "rate_limit",
@@ -93,7 +121,12 @@ async fn each_bad_option_is_named_with_its_rule() {
             "interval",
             "more than zero",
         ),
-        (Pipeline::builder("config", Probe::default()), "pipeline", "producer", "at least one"),
+        (
+            Pipeline::builder("config", Probe::default()),
+            "pipeline",
+            "producer",
+            "at least one",
+        ),
         (
             Pipeline::builder("config", Probe::default())
                 .producer(Producers::single(ingest::TestProducer::<u64>::default()).concurrency(2)),
@@ -120,13 +153,21 @@ async fn each_bad_option_is_named_with_its_rule() {
 #[test]
 fn starting_outside_a_runtime_is_an_error() {
     let result = with_source().start();
-    assert!(matches!(result, Err(BuildError::NoRuntime)), "{:?}", result.err());
+    assert!(
+        matches!(result, Err(BuildError::NoRuntime)),
+        "{:?}",
+        result.err()
+    );
 }
 
 /// Errors name the option in a sentence a user can act on.
 #[tokio::test]
 async fn the_message_reads_well() {
-    let err = config_error(with_source().processors(Processors::new().max_demand(0)).start());
+    let err = config_error(
+        with_source()
+            .processors(Processors::new().max_demand(0))
+            .start(),
+    );
     assert_eq!(
         err.to_string(),
         "invalid option `max_demand` of processors: must be between 1 and 1073741824, got 0"

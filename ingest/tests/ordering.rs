@@ -111,7 +111,12 @@ async fn order_per_key_holds_end_to_end() {
         .batch_delay(|d| Duration::from_millis((d * 3) % 11));
     let pipeline = Pipeline::builder("e2e", probe)
         .producer(feed(0..200, &journal.acker()))
-        .processors(Processors::new().concurrency(3).max_demand(8).partition_by(key))
+        .processors(
+            Processors::new()
+                .concurrency(3)
+                .max_demand(8)
+                .partition_by(key),
+        )
         .batcher(
             Batcher::new("default")
                 .batch_size(5)
@@ -143,17 +148,29 @@ async fn order_per_key_holds_end_to_end() {
 #[tokio::test(start_paused = true)]
 async fn a_panicking_processor_partition_fails_one_message() {
     let source = TestSource::new();
-    let pipeline = Pipeline::builder("bad-key", Probe::default())
-        .producer(source.producer())
-        .processors(Processors::new().concurrency(2).partition_by(|m: &ingest::Message<u64>| {
-            assert!(m.data != 7, "no key for seven");
-            m.data
-        }))
-        .start()
-        .unwrap();
+    let pipeline =
+        Pipeline::builder("bad-key", Probe::default())
+            .producer(source.producer())
+            .processors(Processors::new().concurrency(2).partition_by(
+                |m: &ingest::Message<u64>| {
+                    assert!(m.data != 7, "no key for seven");
+                    m.data
+                },
+            ))
+            .start()
+            .unwrap();
     let outcomes = within(5, source.push(5..10).unwrap()).await;
     let rejected = Outcome::Nack { requeue: false };
-    assert_eq!(outcomes, [Outcome::Ack, Outcome::Ack, rejected, Outcome::Ack, Outcome::Ack]);
+    assert_eq!(
+        outcomes,
+        [
+            Outcome::Ack,
+            Outcome::Ack,
+            rejected,
+            Outcome::Ack,
+            Outcome::Ack
+        ]
+    );
     assert_eq!(within(5, source.push([11]).unwrap()).await, [Outcome::Ack]);
     source.finish().unwrap();
     let report = within(5, pipeline.join()).await;
@@ -185,7 +202,8 @@ async fn a_panicking_batcher_partition_fails_one_message() {
     assert_eq!(outcomes, [Outcome::Ack, rejected, Outcome::Ack]);
     let batches = pipeline.handler().batches();
     // The failed message ends the run of 1, which flushes; 3 starts (and flushes) another.
-    let data: Vec<(Vec<u64>, Trigger)> = batches.iter().map(|b| (b.0.clone(), b.1.trigger)).collect();
+    let data: Vec<(Vec<u64>, Trigger)> =
+        batches.iter().map(|b| (b.0.clone(), b.1.trigger)).collect();
     assert_eq!(data, [(vec![1], Trigger::Flush), (vec![3], Trigger::Flush)]);
     let failed_batches: Vec<_> = pipeline
         .handler()

@@ -61,7 +61,10 @@ async fn prepare_then_each_message_in_order() {
             other => format!("{other:?}"),
         })
         .collect();
-    assert_eq!(calls, ["prepare [7, 8, 9]", "message 7", "message 8", "message 9"]);
+    assert_eq!(
+        calls,
+        ["prepare [7, 8, 9]", "message 7", "message 8", "message 9"]
+    );
 }
 
 /// A panic, an `Err`, or a message failed in place each fail that message only: the others
@@ -87,7 +90,14 @@ async fn user_errors_fail_their_message_not_the_stage() {
     let rejected = Outcome::Nack { requeue: false };
     assert_eq!(
         outcomes,
-        [Outcome::Ack, Outcome::Ack, rejected.clone(), rejected.clone(), rejected, Outcome::Ack]
+        [
+            Outcome::Ack,
+            Outcome::Ack,
+            rejected.clone(),
+            rejected.clone(),
+            rejected,
+            Outcome::Ack
+        ]
     );
     // The same stage goes on handling messages after the panic.
     let more = within(5, source.push([10]).unwrap()).await;
@@ -126,7 +136,10 @@ async fn handle_failed_sees_each_failure_with_its_reason() {
     within(5, source.push([1, 2, 3]).unwrap()).await;
     assert_eq!(
         *reasons.lock().unwrap(),
-        [(1, "panicked: boom".to_string(), true), (2, "bad input".to_string(), false)]
+        [
+            (1, "panicked: boom".to_string(), true),
+            (2, "bad input".to_string(), false)
+        ]
     );
 }
 
@@ -152,7 +165,12 @@ async fn a_failing_prepare_fails_its_whole_chunk() {
     assert_eq!(panicked, [rejected.clone(), rejected.clone()]);
     assert_eq!(refused, [rejected.clone(), rejected]);
     assert_eq!(fine, [Outcome::Ack, Outcome::Ack]);
-    let handled: Vec<u64> = pipeline.handler().messages().into_iter().map(|m| m.1).collect();
+    let handled: Vec<u64> = pipeline
+        .handler()
+        .messages()
+        .into_iter()
+        .map(|m| m.1)
+        .collect();
     assert_eq!(handled, [20, 21]);
 }
 
@@ -173,8 +191,16 @@ async fn a_message_failed_in_prepare_skips_handle_message() {
         .unwrap();
     let outcomes = within(5, source.push([1, 2, 3, 4]).unwrap()).await;
     let rejected = Outcome::Nack { requeue: false };
-    assert_eq!(outcomes, [rejected.clone(), Outcome::Ack, rejected, Outcome::Ack]);
-    let handled: Vec<u64> = pipeline.handler().messages().into_iter().map(|m| m.1).collect();
+    assert_eq!(
+        outcomes,
+        [rejected.clone(), Outcome::Ack, rejected, Outcome::Ack]
+    );
+    let handled: Vec<u64> = pipeline
+        .handler()
+        .messages()
+        .into_iter()
+        .map(|m| m.1)
+        .collect();
     assert_eq!(handled, [2, 4]);
 }
 
@@ -225,9 +251,10 @@ async fn a_message_for_an_unknown_batcher_fails() {
             Ok(msg.data)
         })
         .on_failed(move |msgs| {
-            seen.lock()
-                .unwrap()
-                .extend(msgs.iter().map(|m| m.failure().unwrap().reason().to_string()));
+            seen.lock().unwrap().extend(
+                msgs.iter()
+                    .map(|m| m.failure().unwrap().reason().to_string()),
+            );
         });
     let source = TestSource::new();
     let pipeline = Pipeline::builder("route", probe)
@@ -242,7 +269,11 @@ async fn a_message_for_an_unknown_batcher_fails() {
     assert_eq!(outcomes, [rejected.clone(), rejected, Outcome::Ack]);
     let reasons = reasons.lock().unwrap().clone();
     assert_eq!(reasons.len(), 2);
-    assert!(reasons[0].contains("unknown batcher \"nowhere\""), "{}", reasons[0]);
+    assert!(
+        reasons[0].contains("unknown batcher \"nowhere\""),
+        "{}",
+        reasons[0]
+    );
     assert!(reasons[0].contains("a, b"), "{}", reasons[0]);
     assert_eq!(reasons[1], "failed first");
     let batches = pipeline.handler().batches();

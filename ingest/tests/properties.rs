@@ -46,16 +46,24 @@ struct Case {
 }
 
 fn batcher_case() -> impl Strategy<Value = BatcherCase> {
-    (1usize..=8, 1u64..=50, 1usize..=3, 1usize..=2, any::<bool>(), 1u32..=3).prop_map(
-        |(size, timeout_ms, concurrency, key_concurrency, partitioned, retries)| BatcherCase {
-            size,
-            timeout_ms,
-            concurrency,
-            key_concurrency,
-            partitioned,
-            retries,
-        },
+    (
+        1usize..=8,
+        1u64..=50,
+        1usize..=3,
+        1usize..=2,
+        any::<bool>(),
+        1u32..=3,
     )
+        .prop_map(
+            |(size, timeout_ms, concurrency, key_concurrency, partitioned, retries)| BatcherCase {
+                size,
+                timeout_ms,
+                concurrency,
+                key_concurrency,
+                partitioned,
+                retries,
+            },
+        )
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -147,7 +155,10 @@ fn build(case: &Case) -> (Pipeline<Probe>, TestSource<u64>) {
         .concurrency(case.processors)
         .max_demand(case.max_demand)
         .min_demand(case.min_demand)
-        .retry(RetryPolicy::new(case.processor_retries).backoff(Backoff::exponential(Duration::from_millis(3))));
+        .retry(
+            RetryPolicy::new(case.processor_retries)
+                .backoff(Backoff::exponential(Duration::from_millis(3))),
+        );
     if case.partitioned {
         processors = processors.partition_by(move |m: &Message<u64>| m.data % keys);
     }
@@ -186,14 +197,22 @@ async fn run(case: Case) -> Result<(), TestCaseError> {
         within(120, pipeline.join()).await
     };
     // Settled exactly once: every push resolves, nothing twice.
-    let outcomes: Vec<Outcome> = within(5, join_all(pushed)).await.into_iter().flatten().collect();
+    let outcomes: Vec<Outcome> = within(5, join_all(pushed))
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
     prop_assert_eq!(outcomes.len() as u64, total);
     prop_assert_eq!(source.duplicates(), 0);
     prop_assert_eq!(source.settled(), total);
     // The report adds up, and agrees with what the source heard.
     prop_assert!(report.adds_up(), "{:?}", report);
     prop_assert!(!report.timed_out, "{:?}", report);
-    prop_assert!(report.stopped.is_empty() && report.stuck.is_empty(), "{:?}", report);
+    prop_assert!(
+        report.stopped.is_empty() && report.stuck.is_empty(),
+        "{:?}",
+        report
+    );
     prop_assert_eq!(report.processed + report.unprocessed, total, "{:?}", report);
     let acked = outcomes.iter().filter(|o| o.is_ack()).count() as u64;
     prop_assert_eq!(report.acked, acked, "{:?}", report);
@@ -208,7 +227,12 @@ async fn run(case: Case) -> Result<(), TestCaseError> {
         prop_assert!(data.len() <= b.size, "{} > {}", data.len(), b.size);
         prop_assert_eq!(info.size, data.len());
         let age = info.closed_at - info.opened_at;
-        prop_assert!(age <= Duration::from_millis(b.timeout_ms), "{:?} > {}ms", age, b.timeout_ms);
+        prop_assert!(
+            age <= Duration::from_millis(b.timeout_ms),
+            "{:?} > {}ms",
+            age,
+            b.timeout_ms
+        );
     }
     // Order per key, where the partitioning promises it, among messages never retried.
     if case.partitioned {
@@ -225,7 +249,12 @@ async fn run(case: Case) -> Result<(), TestCaseError> {
             }
         }
         for (key, seen) in &by_key {
-            prop_assert!(seen.windows(2).all(|w| w[0] < w[1]), "key {}: {:?}", key, seen);
+            prop_assert!(
+                seen.windows(2).all(|w| w[0] < w[1]),
+                "key {}: {:?}",
+                key,
+                seen
+            );
         }
         // A partitioned batcher runs each partition on one batch processor; otherwise a key's
         // batches run one at a time only with a key of their own and a key concurrency of 1.
@@ -252,7 +281,12 @@ async fn run(case: Case) -> Result<(), TestCaseError> {
                     .into_iter()
                     .filter(|d| !retried.contains(d) && !batch_retried.contains(d))
                     .collect();
-                prop_assert!(firsts.windows(2).all(|w| w[0] < w[1]), "key {}: {:?}", key, firsts);
+                prop_assert!(
+                    firsts.windows(2).all(|w| w[0] < w[1]),
+                    "key {}: {:?}",
+                    key,
+                    firsts
+                );
             }
         }
     }

@@ -45,7 +45,11 @@ async fn one_budget_for_all_producers() {
     let report = within(30, pipeline.join()).await;
     assert_eq!(report.acked, 60);
     let counts = per_second(pipeline.handler());
-    assert_eq!(counts.values().copied().collect::<Vec<_>>(), [10; 6], "{counts:?}");
+    assert_eq!(
+        counts.values().copied().collect::<Vec<_>>(),
+        [10; 6],
+        "{counts:?}"
+    );
 }
 
 /// Records each demand it gets, with the paused clock's time.
@@ -59,11 +63,20 @@ struct Recorded {
 impl Producer for Recorded {
     type Out = Message<u64>;
 
-    async fn handle_demand(&mut self, demand: usize, _: &mut stage::Context<Self>) -> Vec<Message<u64>> {
-        self.asked.lock().unwrap().push((self.start.elapsed(), demand));
+    async fn handle_demand(
+        &mut self,
+        demand: usize,
+        _: &mut stage::Context<Self>,
+    ) -> Vec<Message<u64>> {
+        self.asked
+            .lock()
+            .unwrap()
+            .push((self.start.elapsed(), demand));
         let start = self.next;
         self.next += demand as u64;
-        (start..self.next).map(|d| Message::new(d, &self.acker, d)).collect()
+        (start..self.next)
+            .map(|d| Message::new(d, &self.acker, d))
+            .collect()
     }
 }
 
@@ -90,7 +103,11 @@ async fn demand_is_held_back_while_the_budget_is_spent() {
     for (at, n) in asked.lock().unwrap().iter() {
         *by_second.entry(at.as_secs()).or_insert(0) += n;
     }
-    assert_eq!(by_second.values().copied().collect::<Vec<_>>(), [7, 7, 7, 7], "{by_second:?}");
+    assert_eq!(
+        by_second.values().copied().collect::<Vec<_>>(),
+        [7, 7, 7, 7],
+        "{by_second:?}"
+    );
     let report = within(5, pipeline.shutdown(secs(5))).await;
     assert_eq!(report.processed, 28);
     assert!(report.adds_up());
@@ -111,8 +128,13 @@ async fn an_update_applies_next_interval_or_now() {
     let outcomes = source.push(0..100).unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let faster = RateLimit::new(20, secs(1));
-    pipeline.update_rate_limit(faster, Apply::NextInterval).unwrap();
-    assert_eq!(pipeline.rate_limit(), Ok((RateLimit::new(5, secs(1)), Some(faster))));
+    pipeline
+        .update_rate_limit(faster, Apply::NextInterval)
+        .unwrap();
+    assert_eq!(
+        pipeline.rate_limit(),
+        Ok((RateLimit::new(5, secs(1)), Some(faster)))
+    );
     tokio::time::sleep(secs(1)).await;
     // 5 in the first second, 20 in the second.
     assert_eq!(pipeline.handler().messages().len(), 25);
@@ -138,7 +160,10 @@ async fn a_pipeline_without_a_limit_says_so() {
         .unwrap();
     assert_eq!(pipeline.rate_limit(), Err(RateLimitError::NotEnabled));
     let limit = RateLimit::new(1, secs(1));
-    assert_eq!(pipeline.update_rate_limit(limit, Apply::Now), Err(RateLimitError::NotEnabled));
+    assert_eq!(
+        pipeline.update_rate_limit(limit, Apply::Now),
+        Err(RateLimitError::NotEnabled)
+    );
     let source = TestSource::<u64>::new();
     let limited = Pipeline::builder("limited", Probe::default())
         .producer(source.producer())
@@ -165,7 +190,11 @@ async fn test_messages_obey_the_limit() {
     let outcomes = within(10, outcomes).await;
     assert_eq!(outcomes, vec![Outcome::Ack; 6]);
     let counts = per_second(pipeline.handler());
-    assert_eq!(counts.values().copied().collect::<Vec<_>>(), [2, 2, 2], "{counts:?}");
+    assert_eq!(
+        counts.values().copied().collect::<Vec<_>>(),
+        [2, 2, 2],
+        "{counts:?}"
+    );
 }
 
 /// A rate-limited pipeline drains on shutdown: what its processors received is handled and

@@ -7,9 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use ingest::{
-    Backoff, Batcher, Failure, Outcome, Pipeline, Processors, RetryPolicy, TestSource,
-};
+use ingest::{Backoff, Batcher, Failure, Outcome, Pipeline, Processors, RetryPolicy, TestSource};
 use support::{Morgue, Probe, within};
 
 fn ms(n: u64) -> Duration {
@@ -67,11 +65,22 @@ async fn out_of_attempts_a_message_is_dead_lettered() {
         .unwrap();
     let outcomes = within(5, source.push([7]).unwrap()).await;
     let reason = "gave up after 3 attempts: always";
-    assert_eq!(outcomes, [Outcome::DeadLetter { reason: Arc::from(reason) }]);
+    assert_eq!(
+        outcomes,
+        [Outcome::DeadLetter {
+            reason: Arc::from(reason)
+        }]
+    );
     let letters = morgue.letters.lock().unwrap().clone();
-    assert_eq!(letters, [(7, reason.to_string(), 3, "dlq.processor.0".to_string())]);
+    assert_eq!(
+        letters,
+        [(7, reason.to_string(), 3, "dlq.processor.0".to_string())]
+    );
     let report = pipeline.stats();
-    assert_eq!((report.retried, report.failed, report.dead_lettered), (2, 1, 1));
+    assert_eq!(
+        (report.retried, report.failed, report.dead_lettered),
+        (2, 1, 1)
+    );
 }
 
 /// Without a sink, a message out of attempts is rejected.
@@ -112,7 +121,9 @@ async fn an_explicit_outcome_skips_the_retries() {
             outcomes,
             [
                 Outcome::Nack { requeue: true },
-                Outcome::DeadLetter { reason: Arc::from("poison") },
+                Outcome::DeadLetter {
+                    reason: Arc::from("poison")
+                },
                 Outcome::Ack
             ]
         );
@@ -134,7 +145,12 @@ async fn a_retry_without_a_policy_goes_back_to_the_source() {
         .start()
         .unwrap();
     let outcomes = within(5, source.push([1]).unwrap()).await;
-    assert_eq!(outcomes, [Outcome::Retry { after: Duration::from_secs(5) }]);
+    assert_eq!(
+        outcomes,
+        [Outcome::Retry {
+            after: Duration::from_secs(5)
+        }]
+    );
 }
 
 /// A sink that fails does not lose its messages: they are requeued with their source, and
@@ -181,8 +197,12 @@ async fn a_message_failed_in_a_batch_joins_a_later_batch() {
         .unwrap();
     let outcomes = within(5, source.push([1, 2, 3]).unwrap()).await;
     assert_eq!(outcomes, vec![Outcome::Ack; 3]);
-    let batches: Vec<(Vec<u64>, Duration)> =
-        pipeline.handler().batches().into_iter().map(|b| (b.0, b.2)).collect();
+    let batches: Vec<(Vec<u64>, Duration)> = pipeline
+        .handler()
+        .batches()
+        .into_iter()
+        .map(|b| (b.0, b.2))
+        .collect();
     // The retry arrives 100 ms later and waits for its batch's timeout, 50 ms.
     assert_eq!(batches, [(vec![1, 2, 3], ms(0)), (vec![2], ms(150))]);
     assert_eq!(pipeline.stats().retried, 1);
@@ -213,7 +233,10 @@ async fn jitter_spreads_the_waits() {
         .map(|m| m.3)
         .collect();
     assert_eq!(retried.len(), 8);
-    assert!(retried.iter().all(|t| *t >= ms(50) && *t <= ms(100)), "{retried:?}");
+    assert!(
+        retried.iter().all(|t| *t >= ms(50) && *t <= ms(100)),
+        "{retried:?}"
+    );
     let mut distinct = retried.clone();
     distinct.sort();
     distinct.dedup();

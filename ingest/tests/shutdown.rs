@@ -28,14 +28,21 @@ async fn a_finite_producer_ends_the_pipeline_normally() {
     let pipeline = Pipeline::builder("finite", Probe::default())
         .producer(feed(0..250, &journal.acker()))
         .processors(Processors::new().concurrency(2))
-        .batcher(Batcher::new("default").batch_size(100).batch_timeout(secs(60)))
+        .batcher(
+            Batcher::new("default")
+                .batch_size(100)
+                .batch_timeout(secs(60)),
+        )
         .start()
         .unwrap();
     let report = within(5, pipeline.join()).await;
     assert!(!pipeline.is_running());
     assert_eq!((report.processed, report.acked), (250, 250));
     assert!(report.adds_up());
-    assert!(report.stopped.is_empty() && report.stuck.is_empty(), "{report:?}");
+    assert!(
+        report.stopped.is_empty() && report.stuck.is_empty(),
+        "{report:?}"
+    );
     assert!(!report.timed_out);
     assert_eq!(journal.by_tag().len(), 250);
     // It took no time: the last, partial batch did not wait for its timeout.
@@ -54,7 +61,11 @@ async fn shutdown_drains_in_order() {
     let pipeline = Pipeline::builder("drain", probe)
         .producer(source.producer())
         .processors(Processors::new().concurrency(2).max_demand(4))
-        .batcher(Batcher::new("default").batch_size(100).batch_timeout(secs(60)))
+        .batcher(
+            Batcher::new("default")
+                .batch_size(100)
+                .batch_timeout(secs(60)),
+        )
         .start()
         .unwrap();
     let outcomes = source.push(0..100).unwrap();
@@ -76,8 +87,14 @@ async fn shutdown_drains_in_order() {
     assert_eq!((acked, requeued), (report.processed, report.unprocessed));
     // What was handled went out in one flushed batch, in order per processor.
     let batches = pipeline.handler().batches();
-    assert!(batches.iter().all(|b| b.1.trigger == Trigger::Drain), "{batches:?}");
-    assert_eq!(batches.iter().map(|b| b.0.len() as u64).sum::<u64>(), report.processed);
+    assert!(
+        batches.iter().all(|b| b.1.trigger == Trigger::Drain),
+        "{batches:?}"
+    );
+    assert_eq!(
+        batches.iter().map(|b| b.0.len() as u64).sum::<u64>(),
+        report.processed
+    );
     assert_eq!(source.duplicates(), 0);
 }
 
@@ -112,14 +129,22 @@ async fn many_pipelines_shut_down_at_once_all_drain() {
         let pipeline = Pipeline::builder(format!("many-{i}"), Probe::default())
             .producer(source.producer())
             .processors(Processors::new().concurrency(2))
-            .batcher(Batcher::new("default").batch_size(1000).batch_timeout(secs(3600)))
+            .batcher(
+                Batcher::new("default")
+                    .batch_size(1000)
+                    .batch_timeout(secs(3600)),
+            )
             .start()
             .unwrap();
         let outcomes = source.push(0..(i as u64 + 1)).unwrap();
         running.push((pipeline, outcomes, i as u64 + 1));
     }
     tokio::time::sleep(Duration::from_millis(1)).await;
-    let reports = within(10, join_all(running.iter().map(|(p, _, _)| p.shutdown(secs(30))))).await;
+    let reports = within(
+        10,
+        join_all(running.iter().map(|(p, _, _)| p.shutdown(secs(30)))),
+    )
+    .await;
     for ((pipeline, outcomes, n), report) in running.into_iter().zip(reports) {
         assert_eq!(report.acked, n, "{}: {report:?}", pipeline.name());
         assert!(!report.timed_out && report.adds_up());
@@ -153,17 +178,25 @@ impl Handler for Stuck {
 #[tokio::test(start_paused = true)]
 async fn past_the_deadline_what_is_left_is_abandoned() {
     let source = TestSource::new();
-    let pipeline = Pipeline::builder("stuck", Stuck { handled: AtomicU64::new(0) })
-        .producer(source.producer())
-        .processors(Processors::new().concurrency(1).max_demand(10))
-        .start()
-        .unwrap();
+    let pipeline = Pipeline::builder(
+        "stuck",
+        Stuck {
+            handled: AtomicU64::new(0),
+        },
+    )
+    .producer(source.producer())
+    .processors(Processors::new().concurrency(1).max_demand(10))
+    .start()
+    .unwrap();
     let outcomes = source.push(0..4).unwrap();
     tokio::time::sleep(Duration::from_millis(1)).await;
     let started = Instant::now();
     let report = within(10, pipeline.shutdown(secs(2))).await;
     let took = started.elapsed();
-    assert!(took >= secs(2) && took <= secs(2) + ingest::KILL_GRACE, "{took:?}");
+    assert!(
+        took >= secs(2) && took <= secs(2) + ingest::KILL_GRACE,
+        "{took:?}"
+    );
     assert!(report.timed_out);
     assert!(report.adds_up(), "{report:?}");
     assert_eq!((report.processed, report.abandoned), (4, 4), "{report:?}");

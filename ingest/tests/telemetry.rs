@@ -40,20 +40,27 @@ async fn the_topology_lists_every_stage() {
     assert_eq!(topology.batchers[0].batch_size, 10);
     assert_eq!(topology.batchers[1].concurrency, 1);
     let listing = topology.to_string();
-    assert!(listing.contains("processors x2: shop.processor.0, shop.processor.1"), "{listing}");
+    assert!(
+        listing.contains("processors x2: shop.processor.0, shop.processor.1"),
+        "{listing}"
+    );
     assert!(listing.contains("batcher orders (size 10"), "{listing}");
     within(5, pipeline.shutdown(Duration::from_secs(1))).await;
 }
 
+/// A span's name and its fields, as `(name, value)` text.
+type SpanRecord = (String, Vec<(String, String)>);
+
 /// Records each new span's name and fields.
 #[derive(Clone, Default)]
-struct Spans(Arc<Mutex<Vec<(String, Vec<(String, String)>)>>>);
+struct Spans(Arc<Mutex<Vec<SpanRecord>>>);
 
 struct Fields<'a>(&'a mut Vec<(String, String)>);
 
 impl Visit for Fields<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.push((field.name().to_string(), format!("{value:?}")));
+        self.0
+            .push((field.name().to_string(), format!("{value:?}")));
     }
 }
 
@@ -151,13 +158,20 @@ mod with_metrics {
 
     impl Tally {
         fn cell(&self, key: &Key) -> Arc<Cell> {
-            let labels: Vec<String> = key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+            let labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
             let name = format!("{}{{{}}}", key.name(), labels.join(","));
             Arc::clone(self.0.lock().unwrap().entry(name).or_default())
         }
 
         fn get(&self, name: &str) -> u64 {
-            self.0.lock().unwrap().get(name).map_or(0, |c| c.0.load(Ordering::Relaxed))
+            self.0
+                .lock()
+                .unwrap()
+                .get(name)
+                .map_or(0, |c| c.0.load(Ordering::Relaxed))
         }
     }
 
@@ -195,11 +209,26 @@ mod with_metrics {
             .unwrap();
         within(5, source.push(0..7).unwrap()).await;
         within(5, pipeline.shutdown(Duration::from_secs(1))).await;
-        assert_eq!(tally.get("ingest_messages_processed_total{pipeline=metered}"), 7);
-        assert_eq!(tally.get("ingest_messages_acked_total{pipeline=metered}"), 6);
-        assert_eq!(tally.get("ingest_messages_failed_total{pipeline=metered}"), 1);
+        assert_eq!(
+            tally.get("ingest_messages_processed_total{pipeline=metered}"),
+            7
+        );
+        assert_eq!(
+            tally.get("ingest_messages_acked_total{pipeline=metered}"),
+            6
+        );
+        assert_eq!(
+            tally.get("ingest_messages_failed_total{pipeline=metered}"),
+            1
+        );
         assert_eq!(tally.get("ingest_processor_seconds{pipeline=metered}"), 2);
-        assert_eq!(tally.get("ingest_batch_size{pipeline=metered,batcher=default}"), 2);
-        assert_eq!(tally.get("ingest_batch_seconds{pipeline=metered,batcher=default}"), 2);
+        assert_eq!(
+            tally.get("ingest_batch_size{pipeline=metered,batcher=default}"),
+            2
+        );
+        assert_eq!(
+            tally.get("ingest_batch_seconds{pipeline=metered,batcher=default}"),
+            2
+        );
     }
 }

@@ -23,7 +23,11 @@ async fn a_push_resolves_once_with_every_outcome() {
     let _pipeline = Pipeline::builder("together", probe)
         .producer(source.producer())
         .processors(Processors::new().concurrency(1).max_demand(10))
-        .batcher(Batcher::new("default").batch_size(3).batch_timeout(Duration::from_millis(10)))
+        .batcher(
+            Batcher::new("default")
+                .batch_size(3)
+                .batch_timeout(Duration::from_millis(10)),
+        )
         .start()
         .unwrap();
     let outcomes = within(5, source.push(0..7).unwrap()).await;
@@ -42,7 +46,11 @@ async fn flush_mode_does_not_wait_for_the_timeout() {
     let pipeline = Pipeline::builder("flushing", Probe::default())
         .producer(source.producer())
         .processors(Processors::new().concurrency(1))
-        .batcher(Batcher::new("default").batch_size(100).batch_timeout(Duration::from_secs(3600)))
+        .batcher(
+            Batcher::new("default")
+                .batch_size(100)
+                .batch_timeout(Duration::from_secs(3600)),
+        )
         .start()
         .unwrap();
     let started = tokio::time::Instant::now();
@@ -120,7 +128,12 @@ async fn runs_repeat_exactly_on_the_paused_clock() {
                     .max_demand(4)
                     .retry(ingest::RetryPolicy::new(2)),
             )
-            .batcher(Batcher::new("default").batch_size(4).concurrency(2).batch_timeout(Duration::from_millis(30)))
+            .batcher(
+                Batcher::new("default")
+                    .batch_size(4)
+                    .concurrency(2)
+                    .batch_timeout(Duration::from_millis(30)),
+            )
             .start()
             .unwrap();
         let outcomes = source.push(0..60).unwrap();
@@ -132,7 +145,13 @@ async fn runs_repeat_exactly_on_the_paused_clock() {
             .calls()
             .into_iter()
             .map(|call| match call {
-                support::Call::Batch { stage, data, info, start: s, end } => format!(
+                support::Call::Batch {
+                    stage,
+                    data,
+                    info,
+                    start: s,
+                    end,
+                } => format!(
                     "batch {stage} {data:?} {} {:?} opened {:?} closed {:?} ran {s:?}..{end:?}",
                     info.batch_key,
                     info.trigger,

@@ -31,6 +31,8 @@ pub(crate) trait Downstream<T>: Send + Sync {
     fn packet(&self, id: SubscriptionId, packet: Packet) -> Result<(), Packet>;
     /// Tells the consumer the subscription ended. `false` if the consumer is gone.
     fn cancel(&self, id: SubscriptionId, cancel: Cancel) -> bool;
+    /// The consumer's name.
+    fn name(&self) -> &str;
 }
 
 /// A producer's address, as its consumers hold it.

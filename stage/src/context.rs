@@ -57,10 +57,11 @@ pub struct Context<S> {
     pub(crate) replies: Vec<Box<dyn FnOnce() + Send>>,
     pub(crate) timers: Vec<TimerOp<S>>,
     next_timer: u64,
-    me: StageHandle<S>,
+    pub(crate) me: StageHandle<S>,
     /// Set when the stage stops, so that replies dropped after that say `Closed`.
     pub(crate) exiting: Arc<AtomicBool>,
-    /// Events emitted by a stage started without a producer side.
+    /// Events the stage dropped: emitted by a stage started without a producer side, or given
+    /// up by one of the crate's own consumers.
     pub(crate) misplaced: u64,
     /// Whether a handler asked for anything since the engine last looked: most handlers ask
     /// for nothing, and then there is nothing to apply.
@@ -150,7 +151,7 @@ impl<S> Context<S> {
     /// Delivers `msg` to the stage's [`Info::handle_info`] after `delay`, unless cancelled
     /// with [`cancel_timer`](Context::cancel_timer). It runs as soon as the delay is over,
     /// before any event or message that arrives later, and on tokio's clock, so a test on a
-    /// paused clock ([`tokio::time::pause`]) controls it exactly.
+    /// paused clock (`tokio::time::pause`, with tokio's `test-util` feature) controls it exactly.
     pub fn send_after<M>(&mut self, delay: Duration, msg: M) -> TimerRef
     where
         S: Info<M>,
@@ -178,6 +179,11 @@ impl<S> Context<S> {
             tx: Some(tx),
             exiting: Arc::clone(&self.exiting),
         }
+    }
+
+    /// Counts `n` events the stage dropped on purpose in its final counters' `dropped`.
+    pub(crate) fn count_dropped(&mut self, n: usize) {
+        self.misplaced += n as u64;
     }
 
     /// Takes the events emitted since last time.

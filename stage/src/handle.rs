@@ -3,6 +3,7 @@
 use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::{oneshot, watch};
 
@@ -31,7 +32,10 @@ pub(crate) enum Control<S> {
     Info(Job<S>),
     SetDemand(DemandMode),
     Counters(oneshot::Sender<Counters>),
+    Snapshot(oneshot::Sender<crate::topology::StageInfo>),
     Stop(Reason),
+    /// Stop taking new work, finish what is in flight, then stop with `Shutdown`.
+    Shutdown,
 }
 
 /// Sends control messages into a stage's mailbox, whatever its event types.
@@ -55,6 +59,16 @@ pub(crate) enum Role {
     ProducerConsumer,
 }
 
+impl Role {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Role::Producer => "producer",
+            Role::Consumer => "consumer",
+            Role::ProducerConsumer => "producer_consumer",
+        }
+    }
+}
+
 pub(crate) struct Shared<S> {
     pub(crate) tx: Box<dyn ControlTx<S>>,
     pub(crate) exit: watch::Receiver<Option<Exit>>,
@@ -62,6 +76,8 @@ pub(crate) struct Shared<S> {
     /// The stage's `ProducerRef` of its output type, for stages with a producer side.
     pub(crate) producer: Option<Box<dyn Any + Send + Sync>>,
     pub(crate) role: Role,
+    /// Set by [`StageHandle::abort`]: the stage looks at it between batches.
+    pub(crate) aborted: AtomicBool,
 }
 
 /// A handle to a running stage `S`: call, cast, subscribe, cancel, stop, join. Cheap to clone.
@@ -224,6 +240,47 @@ impl<S> StageHandle<S> {
         self.send(Control::Stop(reason))
     }
 
+    /// Stops the stage as soon as the handler running now returns, ahead of the messages
+    /// waiting in its mailbox, with [`Reason::Shutdown`]. A stage handling a message of many
+    /// events stops between two of its batches.
+    ///
+    /// What it has received and not handled goes back to its producers, and what it holds in
+    /// its buffer is dropped and counted, as with [`stop`](StageHandle::stop). Its consumers
+    /// then act on their cancel mode (a permanent one stops too).
+    ///
+    /// # Errors
+    ///
+    /// [`CallError::Closed`] if the stage is not running.
+    pub fn abort(&self) -> Result<(), CallError> {
+        self.inner.aborted.store(true, Ordering::Relaxed);
+        self.send(Control::Stop(Reason::Shutdown))
+    }
+
+    /// Stops the stage gracefully: it takes no new work, finishes what is in flight, and
+    /// stops with [`Reason::Shutdown`].
+    ///
+    /// - A stage with producers cancels its subscriptions; each producer confirms after the
+    ///   events it has already sent, which the stage handles.
+    /// - A stage with a producer side stops calling `handle_demand`, dispatches what its
+    ///   buffer holds to its consumers' demand, and stops once it holds nothing more that can
+    ///   reach them (or at once, if it has no consumers).
+    ///
+    /// Shutting down the sources of a pipeline drains it: each stage downstream sees its
+    /// producers end and, with a permanent subscription, stops once it has passed on what it
+    /// received. A stream or channel producer drops the items its stream or channel still held.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError::Closed`] if the stage is not running.
+    pub fn shutdown(&self) -> Result<(), CallError> {
+        self.send(Control::Shutdown)
+    }
+
+    /// Whether [`abort`](StageHandle::abort) was called.
+    pub(crate) fn is_aborted(&self) -> bool {
+        self.inner.aborted.load(Ordering::Relaxed)
+    }
+
     /// Waits until the stage exits and returns why.
     pub async fn join(&self) -> Reason {
         let mut exit = self.inner.exit.clone();
@@ -241,6 +298,28 @@ impl<S> StageHandle<S> {
             .borrow()
             .as_ref()
             .map(|exit| exit.reason.clone())
+    }
+}
+
+impl<S: Send + 'static> StageHandle<S> {
+    /// The stage as the registry of running stages holds it.
+    pub(crate) fn probe(&self) -> std::sync::Weak<dyn crate::topology::Probe> {
+        let weak: std::sync::Weak<Shared<S>> = Arc::downgrade(&self.inner);
+        weak
+    }
+}
+
+impl<S: Send + 'static> crate::topology::Probe for Shared<S> {
+    fn name(&self) -> Arc<str> {
+        Arc::clone(&self.name)
+    }
+    fn is_running(&self) -> bool {
+        !self.tx.is_closed()
+    }
+    fn snapshot(&self) -> Option<oneshot::Receiver<crate::topology::StageInfo>> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Control::Snapshot(tx)).ok()?;
+        Some(rx)
     }
 }
 

@@ -69,6 +69,18 @@ pub(crate) struct Upstream<I> {
     /// Where the asks wait for the producer.
     pub(crate) asks: Asks,
     asking: Asking,
+    /// Events received on this subscription, for the stall watchdog.
+    pub(crate) received: u64,
+}
+
+impl<I> Upstream<I> {
+    /// What it has asked for and not received.
+    pub(crate) fn credit(&self) -> usize {
+        match self.asking {
+            Asking::Manual { credit } => credit,
+            Asking::Automatic(demand) => demand.credit(),
+        }
+    }
 }
 
 impl<I> Upstream<I> {
@@ -150,6 +162,7 @@ impl<I: Send + 'static, M> Inlet<I, M> {
             queue,
             asks,
             asking: Asking::Manual { credit: 0 },
+            received: 0,
         });
     }
 
@@ -174,6 +187,16 @@ impl<I: Send + 'static, M> Inlet<I, M> {
     /// Forgets a subscription.
     pub(crate) fn remove(&mut self, id: SubscriptionId) -> Option<Upstream<I>> {
         self.find(id).map(|i| self.upstreams.swap_remove(i))
+    }
+
+    /// Whether the stage has no subscription left.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.upstreams.is_empty()
+    }
+
+    /// Every subscription.
+    pub(crate) fn upstreams(&self) -> &[Upstream<I>] {
+        &self.upstreams
     }
 
     /// Every subscription, forgotten (when the stage exits).
@@ -206,6 +229,7 @@ impl<I: Send + 'static, M> Inlet<I, M> {
             return Arrival::Unknown;
         };
         self.events_in += len as u64;
+        self.upstreams[i].received += len as u64;
         match &mut self.upstreams[i].asking {
             Asking::Manual { credit } => {
                 *credit = credit.saturating_sub(len);
@@ -238,14 +262,7 @@ impl<I: Send + 'static, M> Inlet<I, M> {
 
     /// Each subscription's credit: what it has asked for and not received.
     pub(crate) fn credits(&self) -> Vec<(SubscriptionId, usize)> {
-        let mut credits: Vec<_> = self
-            .upstreams
-            .iter()
-            .map(|u| match u.asking {
-                Asking::Manual { credit } => (u.id, credit),
-                Asking::Automatic(demand) => (u.id, demand.credit()),
-            })
-            .collect();
+        let mut credits: Vec<_> = self.upstreams.iter().map(|u| (u.id, u.credit())).collect();
         credits.sort();
         credits
     }

@@ -85,18 +85,81 @@
 //! has received and not handled go back to their producers for their other consumers; events it
 //! holds in its own buffer are dropped and counted ([`StageHandle::final_counters`]).
 //!
-//! # Streams
+//! # Closures, channels and sinks
+//!
+//! Where a trait impl would be all boilerplate, [`consumer_fn`], [`producer_consumer_fn`] (a
+//! map, filter or flat map over whole batches) and [`producer_fn`] (events on demand) make a
+//! stage from a closure, and their `async_` forms from a closure returning a future.
 //!
 //! [`from_iter`] and [`from_stream`] turn iterators and streams into producers; [`stream`]
-//! consumes producers as a `Stream`.
+//! consumes producers as a `Stream`. [`channel`] is the way into a pipeline from the rest of a
+//! program: its [`Sender`]s wait while the pipeline is slow, so a burst of requests is held
+//! back at the door instead of filling memory. [`into_sink`] and [`into_sender`] are the ways
+//! out, into any `futures::Sink` or a tokio channel, with the same back-pressure.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let (tx, builder) = stage::channel::<u64>(64);
+//! let incoming = builder.start().unwrap();
+//! let squared = stage::producer_consumer_fn(|batch: Vec<u64>| batch.iter().map(|n| n * n).collect())
+//!     .subscribe_to(&incoming, Default::default())
+//!     .start()
+//!     .unwrap();
+//! let (out, mut results) = tokio::sync::mpsc::channel(16);
+//! stage::into_sender(out).subscribe_to(&squared, Default::default()).start().unwrap();
+//!
+//! tokio::spawn(async move { tx.send_all(1..=3).await.unwrap() }); // then the sender is dropped
+//! let mut got = Vec::new();
+//! while let Some(n) = results.recv().await {
+//!     got.push(n);
+//! }
+//! assert_eq!(got, [1, 4, 9]);
+//! # }
+//! ```
+//!
+//! # Stopping from outside
+//!
+//! [`StageHandle::stop`] stops a stage after the messages already in its mailbox;
+//! [`StageHandle::abort`] stops it ahead of them, between two batches. Either way the events it
+//! received and never handled go back to its producers, and what it holds in its buffer is
+//! dropped and counted. [`StageHandle::shutdown`] is graceful: a source stops producing and
+//! dispatches what it holds, a consumer cancels its subscriptions and handles what was already
+//! sent to it. Shut down the sources of a pipeline, or give them a
+//! `tokio_util::sync::CancellationToken` with `cancel_on`, and the pipeline drains: every
+//! stage behind them stops once it has passed on what it received, and nothing is lost but
+//! what a stream or channel source had not yet let in.
+//!
+//! # Seeing into a pipeline
+//!
+//! - Every stage runs in a `tracing` span named `stage`, with its `name` and `kind`; asks and
+//!   dispatches are logged at TRACE, stops at DEBUG or INFO, failures at ERROR.
+//! - [`topology`] is a snapshot of every running stage and subscription of the process, each
+//!   edge with the credit its consumer holds, the demand its producer owes and the events in
+//!   flight: a stalled pipeline shows which edge holds no credit.
+//! - `stall_warning(after)` on a builder starts a watchdog that warns, naming the stage, the
+//!   subscription and the peer, when events wait and a consumer has stopped asking, or demand
+//!   is owed and nothing is sent, for longer than `after`.
+//! - With the `metrics` cargo feature, every stage records `stage_events_in_total`,
+//!   `stage_events_out_total`, `stage_events_dropped_total`, `stage_events_returned_total`
+//!   and the gauge `stage_buffered_events`, labelled with its `stage` name and `kind`, into
+//!   the recorder installed for the `metrics` facade.
 //!
 //! # Consumer supervisor
 //!
 //! A [`ConsumerSupervisor`] is a consumer that starts one tokio task per event, with at most
 //! `max_demand` running per subscription: demand is the number of children, and a slot is
-//! asked for again when its child ends. Failed children are logged, counted and, with
-//! [`Restart::Transient`], run again within a restart intensity; [`SupervisorHandle`] counts,
-//! starts and terminates them.
+//! asked for again as soon as its child ends (a supervisor's `min_demand` defaults to 0).
+//! Failed children are logged, counted, passed to an
+//! [`on_failure`](ConsumerSupervisor::on_failure) callback and, with [`Restart::Transient`],
+//! run again within a restart intensity; [`SupervisorHandle`] counts, starts and terminates
+//! them.
+//!
+//! When its producer ends (as the subscription's cancel mode says) or on
+//! [`SupervisorHandle::shutdown`], a supervisor stops taking events and stops once its running
+//! children are done; a [`shutdown`](ConsumerSupervisor::shutdown) grace bounds the wait, and
+//! the children still running at its end are aborted, counted and logged.
+//! [`SupervisorHandle::join_report`] returns the exit reason with the final counts.
 //!
 //! # Differences from GenStage
 //!
@@ -126,6 +189,8 @@
 
 mod address;
 mod buffer;
+mod channel;
+mod closure;
 mod consumer;
 mod context;
 mod counters;
@@ -141,11 +206,18 @@ mod options;
 mod outlet;
 mod packet;
 mod producer;
+mod sink;
 mod start;
 mod stream;
 mod supervisor;
+mod topology;
 
 pub use address::{AsProducer, ProducerRef};
+pub use channel::{ChannelBuilder, MAX_CHANNEL_CAPACITY, SendError, Sender, TrySendError, channel};
+pub use closure::{
+    ConsumerFn, ProducerConsumerFn, ProducerFn, async_consumer_fn, async_producer_consumer_fn,
+    async_producer_fn, consumer_fn, producer_consumer_fn, producer_fn,
+};
 pub use consumer::Consumer;
 pub use context::{Context, ReplyTo, TimerRef};
 pub use counters::Counters;
@@ -162,15 +234,20 @@ pub use options::{
 };
 pub use packet::Packet;
 pub use producer::Producer;
+pub use sink::{SenderConsumer, SinkConsumer, into_sender, into_sink};
 pub use start::{
     ConsumerBuilder, ProducerBuilder, ProducerConsumerBuilder, consumer, producer,
     producer_consumer,
 };
 pub use stream::{
-    ConsumerStream, Feed, IterProducer, StreamBuilder, StreamProducer, from_iter, from_stream,
-    stream,
+    ConsumerStream, EventStream, Feed, IterProducer, StreamBuilder, StreamProducer, from_iter,
+    from_stream, stream,
 };
 pub use supervisor::{
-    ChildId, ChildState, Children, ConsumerSupervisor, Restart, StartChildError, SupervisorHandle,
-    TerminateChildError,
+    ChildError, ChildFailure, ChildId, ChildState, Children, ConsumerSupervisor, Restart,
+    StartChildError, SupervisorHandle, SupervisorReport, TerminateChildError,
+};
+pub use topology::{
+    ConsumerLink, DEFAULT_TOPOLOGY_WAIT, EdgeInfo, ProducerLink, StageInfo, StageKind, Topology,
+    topology, topology_within,
 };

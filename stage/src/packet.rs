@@ -123,6 +123,9 @@ impl<T: Send + 'static> Downstream<T> for PacketSink {
     fn cancel(&self, id: SubscriptionId, cancel: Cancel) -> bool {
         self.0.cancel(id, cancel)
     }
+    fn name(&self) -> &str {
+        self.0.name()
+    }
 }
 
 /// Events of the type `T` from packets that hold them; others are counted in `lost`.

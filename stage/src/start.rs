@@ -2,13 +2,16 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
 
 use crate::address::{AsProducer, ProducerRef};
 use crate::consumer::Consumer;
 use crate::dispatcher::{DemandDispatcher, Dispatcher};
 use crate::engine::drive::{AsConsumerStage, AsProducerConsumerStage, AsProducerStage, Drive};
 use crate::engine::{Setup, spawn};
-use crate::error::StartError;
+use crate::error::{OptionError, StartError};
 use crate::handle::StageHandle;
 use crate::options::{
     BufferSize, CancelMode, DEFAULT_BUFFER_SIZE, DemandMode, Keep, SubscribeOptions,
@@ -24,6 +27,9 @@ struct Common<S, I, O> {
     mode: DemandMode,
     dispatcher: Option<Box<dyn Dispatcher<O>>>,
     subscriptions: Vec<(ProducerRef<I>, SubscribeOptions)>,
+    stall_warning: Option<Duration>,
+    parent_span: Option<tracing::Span>,
+    cancel_on: Option<CancellationToken>,
 }
 
 impl<S, I, O> fmt::Debug for Common<S, I, O> {
@@ -34,7 +40,8 @@ impl<S, I, O> fmt::Debug for Common<S, I, O> {
             .field("keep", &self.keep)
             .field("mode", &self.mode)
             .field("subscriptions", &self.subscriptions.len())
-            .finish()
+            .field("stall_warning", &self.stall_warning)
+            .finish_non_exhaustive()
     }
 }
 
@@ -48,11 +55,23 @@ impl<S: Send + 'static, I: Send + 'static, O: Send + 'static> Common<S, I, O> {
             mode: DemandMode::Forward,
             dispatcher: None,
             subscriptions: Vec::new(),
+            stall_warning: None,
+            parent_span: None,
+            cancel_on: None,
         }
     }
 
     fn start<D: Drive<S, In = I, Out = O>>(self) -> Result<StageHandle<S>, StartError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
+        if let Some(after) = self.stall_warning {
+            if after.is_zero() {
+                return Err(StartError::Option(OptionError::new(
+                    "stall_warning",
+                    "must be longer than zero",
+                    after,
+                )));
+            }
+        }
         let mut subscriptions = Vec::with_capacity(self.subscriptions.len());
         for (producer, opts) in self.subscriptions {
             opts.limits()?;
@@ -78,6 +97,9 @@ impl<S: Send + 'static, I: Send + 'static, O: Send + 'static> Common<S, I, O> {
             keep: self.keep,
             mode: self.mode,
             subscriptions,
+            stall_warning: self.stall_warning,
+            parent_span: self.parent_span,
+            cancel_on: self.cancel_on,
         };
         Ok(spawn::<S, D>(setup, &runtime))
     }
@@ -90,6 +112,43 @@ macro_rules! doc_start_errors {
          does not have, a selector it cannot use), [`StartError::ProducerClosed`] when a \
          producer to subscribe to with a permanent or transient cancel mode is not running, \
          [`StartError::NoRuntime`] outside a tokio runtime."
+    };
+}
+
+/// The options every builder has: name, stall watchdog, span, cancellation token.
+macro_rules! common_options {
+    () => {
+        /// A name for logs, spans, the [`topology`](crate::topology) and `Debug` output
+        /// (default: the stage's type name).
+        pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+            self.0.name = Some(name.into());
+            self
+        }
+
+        /// Warns (through `tracing`, at WARN) when one of the stage's subscriptions makes no
+        /// progress for `after`: events wait in its buffer and a consumer has stopped asking,
+        /// a consumer is owed events and none are sent to it, or its producer owes it events
+        /// and sends none. The warning names the stage, the subscription and the peer; an INFO
+        /// line says when the subscription moves again. Off by default: a source that is
+        /// quiet for a while is not stalled. Must be longer than zero.
+        pub fn stall_warning(mut self, after: Duration) -> Self {
+            self.0.stall_warning = Some(after);
+            self
+        }
+
+        /// The span the stage's own `stage` span (with its `name` and `kind`) is a child of,
+        /// to give its logs more context (which pipeline, which layer).
+        pub fn parent_span(mut self, span: tracing::Span) -> Self {
+            self.0.parent_span = Some(span);
+            self
+        }
+
+        /// Shuts the stage down gracefully ([`StageHandle::shutdown`]) when `token` is
+        /// cancelled. Give one token to the sources of a pipeline to drain it from outside.
+        pub fn cancel_on(mut self, token: CancellationToken) -> Self {
+            self.0.cancel_on = Some(token);
+            self
+        }
     };
 }
 
@@ -131,11 +190,7 @@ pub fn producer<P: Producer>(stage: P) -> ProducerBuilder<P> {
 }
 
 impl<P: Producer> ProducerBuilder<P> {
-    /// A name for logs and `Debug` output (default: the stage's type name).
-    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
-        self.0.name = Some(name.into());
-        self
-    }
+    common_options!();
 
     /// How many events the buffer holds for consumers that have not asked yet. `0` means no
     /// buffer: what cannot be dispatched at once is dropped and counted. Default 10,000.
@@ -193,11 +248,7 @@ pub fn consumer<C: Consumer>(stage: C) -> ConsumerBuilder<C> {
 }
 
 impl<C: Consumer> ConsumerBuilder<C> {
-    /// A name for logs and `Debug` output (default: the stage's type name).
-    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
-        self.0.name = Some(name.into());
-        self
-    }
+    common_options!();
 
     /// Subscribes to `producer` as soon as the stage starts (GenStage's `subscribe_to`),
     /// before its `handle_start` runs.
@@ -242,11 +293,7 @@ pub fn producer_consumer<S: Producer + Consumer>(stage: S) -> ProducerConsumerBu
 }
 
 impl<S: Producer + Consumer> ProducerConsumerBuilder<S> {
-    /// A name for logs and `Debug` output (default: the stage's type name).
-    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
-        self.0.name = Some(name.into());
-        self
-    }
+    common_options!();
 
     /// How many events the buffer holds for consumers that have not asked yet (default
     /// unbounded: it only ever holds what one upstream batch turned into).

@@ -118,6 +118,19 @@ where
     crate::producer(IterProducer::new(iter.into_iter()))
 }
 
+/// A [`Stream`] a producer can be made from: every `Stream` is one.
+///
+/// This trait exists so that passing something that is not a stream (a tokio channel's
+/// `Receiver`, say) to [`from_stream`] gets an error that says which wrapper to use.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a `Stream`, so `from_stream` cannot make a producer of it",
+    label = "not a `Stream`",
+    note = "a tokio channel receiver is not a `Stream` itself: wrap it with `tokio_stream::wrappers::ReceiverStream::new(rx)` (or `UnboundedReceiverStream`, `BroadcastStream`, `WatchStream`, `IntervalStream`), or make the channel with `stage::channel`"
+)]
+pub trait EventStream: Stream {}
+
+impl<St: Stream + ?Sized> EventStream for St {}
+
 /// What feeds a [`StreamProducer`]: a batch of items, or the end of the stream.
 #[derive(Debug)]
 pub enum Feed<T> {
@@ -189,6 +202,9 @@ pub struct StreamBuilder<St: Stream> {
     dispatcher: Option<Box<dyn Dispatcher<St::Item>>>,
     name: Option<Arc<str>>,
     stop_on_cancel: bool,
+    stall_warning: Option<std::time::Duration>,
+    parent_span: Option<tracing::Span>,
+    cancel_on: Option<tokio_util::sync::CancellationToken>,
 }
 
 impl<St: Stream> fmt::Debug for StreamBuilder<St> {
@@ -206,8 +222,8 @@ impl<St: Stream> fmt::Debug for StreamBuilder<St> {
 ///
 /// A tokio channel receiver is not a `Stream` itself: wrap it in
 /// `tokio_stream::wrappers::ReceiverStream` (or `UnboundedReceiverStream`, `BroadcastStream`,
-/// `IntervalStream`, ...) first. For a channel into a pipeline, [`crate::channel`] also holds
-/// back its senders when the pipeline is slow.
+/// `IntervalStream`, ...) first. For a channel into a pipeline, [`channel`](crate::channel)
+/// also holds back its senders when the pipeline is slow.
 ///
 /// # Examples
 ///
@@ -221,9 +237,25 @@ impl<St: Stream> fmt::Debug for StreamBuilder<St> {
 /// assert_eq!(got, ["a", "b", "c"]);
 /// # }
 /// ```
+///
+/// A channel's receiver needs its wrapper; without it the error says which one:
+///
+/// ```compile_fail
+/// let (_tx, rx) = tokio::sync::mpsc::channel::<u32>(8);
+/// let _ = stage::from_stream(rx); // `Receiver<u32>` is not a `Stream`: wrap it with `ReceiverStream`
+/// ```
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let (_tx, rx) = tokio::sync::mpsc::channel::<u32>(8);
+/// let numbers = stage::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)).start().unwrap();
+/// # let _ = numbers;
+/// # }
+/// ```
 pub fn from_stream<St>(stream: St) -> StreamBuilder<St>
 where
-    St: Stream + Send + 'static,
+    St: EventStream + Send + 'static,
     St::Item: Send + 'static,
 {
     StreamBuilder {
@@ -231,6 +263,9 @@ where
         dispatcher: None,
         name: None,
         stop_on_cancel: false,
+        stall_warning: None,
+        parent_span: None,
+        cancel_on: None,
     }
 }
 
@@ -239,7 +274,7 @@ where
     St: Stream + Send + 'static,
     St::Item: Send + 'static,
 {
-    /// The producer's dispatcher (default [`DemandDispatcher`]).
+    /// The producer's dispatcher (default [`DemandDispatcher`](crate::DemandDispatcher)).
     pub fn dispatcher(mut self, dispatcher: impl Dispatcher<St::Item>) -> Self {
         self.dispatcher = Some(Box::new(dispatcher));
         self
@@ -258,12 +293,45 @@ where
         self
     }
 
+    /// See [`ProducerBuilder::stall_warning`]. The stream being slow to yield is not a stall
+    /// the producer reports: its consumers' watchdogs do.
+    pub fn stall_warning(mut self, after: std::time::Duration) -> Self {
+        self.stall_warning = Some(after);
+        self
+    }
+
+    /// See [`ProducerBuilder::parent_span`].
+    pub fn parent_span(mut self, span: tracing::Span) -> Self {
+        self.parent_span = Some(span);
+        self
+    }
+
+    /// See [`ProducerBuilder::cancel_on`]: the producer shuts down (dropping the stream) when
+    /// `token` is cancelled.
+    pub fn cancel_on(mut self, token: tokio_util::sync::CancellationToken) -> Self {
+        self.cancel_on = Some(token);
+        self
+    }
+
     /// Starts the producer and the task that feeds it.
     ///
     /// # Errors
     ///
     /// [`StartError::NoRuntime`] outside a tokio runtime.
     pub fn start(self) -> Result<StageHandle<StreamProducer<St::Item>>, StartError> {
+        self.start_with(feed)
+    }
+
+    /// Starts the producer, and `feeder` on a task of its own with the stream, the demand the
+    /// producer receives, and the producer's handle to cast [`Feed`]s to.
+    pub(crate) fn start_with<F, Fut>(
+        self,
+        feeder: F,
+    ) -> Result<StageHandle<StreamProducer<St::Item>>, StartError>
+    where
+        F: FnOnce(St, mpsc::UnboundedReceiver<usize>, StageHandle<StreamProducer<St::Item>>) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
         let (demand_tx, demand_rx) = mpsc::unbounded_channel();
         let producer = StreamProducer {
             demand: demand_tx,
@@ -276,8 +344,17 @@ where
         if let Some(dispatcher) = self.dispatcher {
             builder = builder.dispatcher(dispatcher);
         }
+        if let Some(after) = self.stall_warning {
+            builder = builder.stall_warning(after);
+        }
+        if let Some(span) = self.parent_span {
+            builder = builder.parent_span(span);
+        }
+        if let Some(token) = self.cancel_on {
+            builder = builder.cancel_on(token);
+        }
         let handle = builder.start()?;
-        tokio::spawn(feed(self.stream, demand_rx, handle.clone()));
+        tokio::spawn(feeder(self.stream, demand_rx, handle.clone()));
         Ok(handle)
     }
 }

@@ -6,239 +6,21 @@
 //! Every test runs on tokio's paused clock: children sleep in virtual time, calls to the stages
 //! are barriers, and each wait is guarded by a timeout so that a bug fails instead of hanging.
 
+mod supervisor_fixtures;
 mod support;
 
-use std::collections::HashMap;
-use std::fmt::Write as _;
-use std::future::Future;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use stage::{
-    CancelMode, ChildState, ConsumerSupervisor, Contract, Dispatcher, DispatcherState, Outbox,
-    Reason, Restart, StartChildError, StartError, SubscribeError, SubscribeOptions, SubscriptionId,
-    SupervisorHandle, TerminateChildError,
+    CancelMode, ChildFailure, ChildState, ConsumerSupervisor, Contract, Dispatcher,
+    DispatcherState, Outbox, Reason, Restart, StartChildError, StartError, SubscribeError,
+    SubscribeOptions, SubscriptionId, SupervisorHandle, SupervisorReport, TerminateChildError,
 };
-use support::{Ask, Msg, ProducerHandle, Source, demands};
-use tokio::time::{Instant, sleep, timeout};
-
-// ----- fixtures -----
-
-/// What the children of one test did.
-#[derive(Debug, Default)]
-struct Seen {
-    running: usize,
-    peak: usize,
-    /// Events whose child ran to the end, in order.
-    finished: Vec<u64>,
-    /// Events whose child was dropped before its end (aborted, or panicked).
-    interrupted: Vec<u64>,
-    /// How many times a child was called for each event.
-    calls: HashMap<u64, usize>,
-}
-
-/// Shared record of the children of one test.
-#[derive(Clone, Debug, Default)]
-struct Probe(Arc<Mutex<Seen>>);
-
-impl Probe {
-    fn seen<R>(&self, f: impl FnOnce(&Seen) -> R) -> R {
-        f(&self.0.lock().unwrap())
-    }
-
-    fn running(&self) -> usize {
-        self.seen(|s| s.running)
-    }
-
-    fn peak(&self) -> usize {
-        self.seen(|s| s.peak)
-    }
-
-    fn finished(&self) -> Vec<u64> {
-        self.seen(|s| s.finished.clone())
-    }
-
-    fn interrupted(&self) -> Vec<u64> {
-        self.seen(|s| s.interrupted.clone())
-    }
-
-    /// Counts a call for `event` and returns which call it is (1 for the first).
-    fn call(&self, event: u64) -> usize {
-        let mut seen = self.0.lock().unwrap();
-        let n = seen.calls.entry(event).or_default();
-        *n += 1;
-        *n
-    }
-
-    fn calls(&self, event: u64) -> usize {
-        self.seen(|s| s.calls.get(&event).copied().unwrap_or(0))
-    }
-
-    /// Marks a child of `event` as running until the guard is dropped.
-    fn enter(&self, event: u64) -> Running {
-        let mut seen = self.0.lock().unwrap();
-        seen.running += 1;
-        seen.peak = seen.peak.max(seen.running);
-        Running {
-            probe: self.clone(),
-            event,
-            done: false,
-        }
-    }
-}
-
-/// A running child; records how it ended when dropped.
-struct Running {
-    probe: Probe,
-    event: u64,
-    done: bool,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let mut seen = self.probe.0.lock().unwrap();
-        seen.running -= 1;
-        if self.done {
-            seen.finished.push(self.event);
-        } else {
-            seen.interrupted.push(self.event);
-        }
-    }
-}
-
-type ChildFuture = BoxFuture<'static, Result<(), String>>;
-
-/// A child that runs for `ms(event)` milliseconds of virtual time, then succeeds.
-fn sleeper(probe: &Probe, ms: fn(u64) -> u64) -> impl Fn(u64) -> ChildFuture + Send + 'static {
-    scripted(probe, move |event, _| Script::Sleep(ms(event)))
-}
-
-/// What a child does on one call.
-#[derive(Clone, Copy, Debug)]
-enum Script {
-    /// Run this many milliseconds, then succeed.
-    Sleep(u64),
-    /// Run this many milliseconds, then return an error.
-    Fail(u64),
-    /// Run this many milliseconds, then panic.
-    Panic(u64),
-    /// Panic when called, before any future exists (a start failure).
-    PanicOnStart,
-}
-
-/// A child whose behaviour depends on the event and on how many times it was called for it.
-fn scripted(
-    probe: &Probe,
-    script: impl Fn(u64, usize) -> Script + Send + 'static,
-) -> impl Fn(u64) -> ChildFuture + Send + 'static {
-    let probe = probe.clone();
-    move |event| {
-        let call = probe.call(event);
-        let step = script(event, call);
-        if let Script::PanicOnStart = step {
-            panic!("cannot start a child for {event}");
-        }
-        let probe = probe.clone();
-        async move {
-            let mut running = probe.enter(event);
-            match step {
-                Script::Sleep(ms) => {
-                    sleep(Duration::from_millis(ms)).await;
-                    running.done = true;
-                    Ok(())
-                }
-                Script::Fail(ms) => {
-                    sleep(Duration::from_millis(ms)).await;
-                    running.done = true;
-                    Err(format!("child {event} failed on call {call}"))
-                }
-                Script::Panic(ms) => {
-                    sleep(Duration::from_millis(ms)).await;
-                    panic!("child {event} panicked on call {call}");
-                }
-                Script::PanicOnStart => unreachable!(),
-            }
-        }
-        .boxed()
-    }
-}
-
-/// Fails the test instead of hanging when `f` does not finish within a minute of virtual time.
-async fn guard<F: Future>(f: F) -> F::Output {
-    timeout(Duration::from_secs(60), f)
-        .await
-        .expect("timed out: the supervisor is stuck")
-}
-
-/// Sleeps until `ms` milliseconds after `start` (virtual time).
-async fn until(start: Instant, ms: u64) {
-    tokio::time::sleep_until(start + Duration::from_millis(ms)).await;
-}
-
-/// The demands `p` saw since the last look, once everything sent to it so far has arrived.
-async fn new_demands<T: Send + 'static>(
-    p: &ProducerHandle<Source>,
-    sup: &SupervisorHandle<T>,
-) -> Vec<usize> {
-    // The supervisor sends its asks while handling earlier messages: a call to it and then to
-    // the producer is a barrier for both.
-    let _ = sup.count_children().await;
-    demands(&p.call(Ask::Log).await.unwrap())
-}
-
-fn silent() -> ProducerHandle<Source> {
-    stage::producer(Source::silent()).start().unwrap()
-}
-
-fn emit(p: &ProducerHandle<Source>, events: impl IntoIterator<Item = u64>) {
-    p.cast(Msg::Emit(events.into_iter().collect())).unwrap();
-}
-
-fn opts(max: usize, min: usize) -> SubscribeOptions {
-    SubscribeOptions::new().max_demand(max).min_demand(min)
-}
-
-/// Captures the `tracing` events of the current thread, formatted as `LEVEL field=value ...`.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<String>>>);
-
-impl Logs {
-    fn lines(&self) -> Vec<String> {
-        self.0.lock().unwrap().clone()
-    }
-
-    fn capture(&self) -> tracing::subscriber::DefaultGuard {
-        tracing::subscriber::set_default(self.clone())
-    }
-}
-
-struct Line(String);
-
-impl tracing::field::Visit for Line {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        let _ = write!(self.0, " {}={:?}", field.name(), value);
-    }
-}
-
-impl tracing::Subscriber for Logs {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        let mut line = Line(event.metadata().level().to_string());
-        event.record(&mut line);
-        self.0.lock().unwrap().push(line.0);
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
+use supervisor_fixtures::{
+    Logs, Probe, Script, emit, guard, new_demands, opts, scripted, silent, sleeper, until,
+};
+use support::Source;
+use tokio::time::{Instant, sleep};
 
 // ----- §2.15 rule 1: subscribe asks max, manual mode -----
 
@@ -464,6 +246,40 @@ async fn min_0_asks_one_for_each_freed_slot() {
     let asks = guard(new_demands(&p, &sup)).await;
     assert_eq!(asks.len(), probe.finished().len() - 2);
     assert!(asks.iter().all(|&n| n == 1), "{asks:?}");
+}
+
+/// Not GenStage's `max_demand / 2`: a supervisor's `min_demand` defaults to 0.
+#[tokio::test(start_paused = true)]
+async fn min_demand_defaults_to_0_so_each_freed_slot_is_asked_for_at_once() {
+    let start = Instant::now();
+    let p = stage::producer(Source::counter(0)).start().unwrap();
+    let probe = Probe::default();
+    let sup = ConsumerSupervisor::new(sleeper(&probe, |n| (n + 1) * 10))
+        .subscribe_to(&p, SubscribeOptions::new().max_demand(4))
+        .start()
+        .unwrap();
+    assert_eq!(guard(new_demands(&p, &sup)).await, [4]);
+    guard(until(start, 15)).await;
+    assert_eq!(guard(new_demands(&p, &sup)).await, [1], "child 0 ended");
+    guard(until(start, 25)).await;
+    assert_eq!(guard(new_demands(&p, &sup)).await, [1], "child 1 ended");
+    assert_eq!(guard(sup.count_children()).await.unwrap().active, 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_min_demand_given_is_kept() {
+    let start = Instant::now();
+    let p = stage::producer(Source::counter(0)).start().unwrap();
+    let probe = Probe::default();
+    let sup = ConsumerSupervisor::new(sleeper(&probe, |n| (n + 1) * 10))
+        .subscribe_to(&p, SubscribeOptions::new().max_demand(4).min_demand(2))
+        .start()
+        .unwrap();
+    assert_eq!(guard(new_demands(&p, &sup)).await, [4]);
+    guard(until(start, 15)).await;
+    assert_eq!(guard(new_demands(&p, &sup)).await, [0usize; 0]);
+    guard(until(start, 25)).await;
+    assert_eq!(guard(new_demands(&p, &sup)).await, [2]);
 }
 
 // ----- §2.15 rule 4 and §1.7: restart kinds -----
@@ -898,6 +714,8 @@ async fn cancelling_a_subscription_keeps_its_children_and_stops_its_asks() {
 fn handles_are_send_sync_clone_and_debug() {
     fn check<T: Send + Sync + Clone + std::fmt::Debug>() {}
     check::<SupervisorHandle<String>>();
+    check::<SupervisorReport>();
+    check::<ChildFailure>();
     fn send<T: Send>() {}
     send::<ConsumerSupervisor<String>>();
 }

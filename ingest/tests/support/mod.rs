@@ -31,11 +31,31 @@ type DelayFn = dyn Fn(u64) -> Duration + Send + Sync;
 /// One call a [`Probe`] saw.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Call {
-    Prepare { stage: String, data: Vec<u64> },
-    Message { stage: String, data: u64, attempt: u32, at: Duration },
-    Batch { stage: String, data: Vec<u64>, info: BatchInfo, start: Duration, end: Duration },
-    Failed { stage: String, data: Vec<u64> },
-    FailedBatch { stage: String, data: Vec<u64> },
+    Prepare {
+        stage: String,
+        data: Vec<u64>,
+    },
+    Message {
+        stage: String,
+        data: u64,
+        attempt: u32,
+        at: Duration,
+    },
+    Batch {
+        stage: String,
+        data: Vec<u64>,
+        info: BatchInfo,
+        start: Duration,
+        end: Duration,
+    },
+    Failed {
+        stage: String,
+        data: Vec<u64>,
+    },
+    FailedBatch {
+        stage: String,
+        data: Vec<u64>,
+    },
 }
 
 /// A handler of `u64`s whose every callback is a closure (identity and success by default),
@@ -134,7 +154,13 @@ impl Probe {
         self.calls()
             .into_iter()
             .filter_map(|c| match c {
-                Call::Batch { data, info, start, end, .. } => Some((data, info, start, end)),
+                Call::Batch {
+                    data,
+                    info,
+                    start,
+                    end,
+                    ..
+                } => Some((data, info, start, end)),
                 _ => None,
             })
             .collect()
@@ -145,7 +171,12 @@ impl Probe {
         self.calls()
             .into_iter()
             .filter_map(|c| match c {
-                Call::Message { stage, data, attempt, at } => Some((stage, data, attempt, at)),
+                Call::Message {
+                    stage,
+                    data,
+                    attempt,
+                    at,
+                } => Some((stage, data, attempt, at)),
                 _ => None,
             })
             .collect()
@@ -173,7 +204,11 @@ impl Handler for Probe {
         (self.message)(msg, ctx)
     }
 
-    async fn prepare_messages(&self, msgs: &mut [Message<u64>], ctx: &Context) -> Result<(), Failure> {
+    async fn prepare_messages(
+        &self,
+        msgs: &mut [Message<u64>],
+        ctx: &Context,
+    ) -> Result<(), Failure> {
         self.record(Call::Prepare {
             stage: ctx.stage().to_string(),
             data: data(msgs),
@@ -261,7 +296,11 @@ impl Journal {
         let mut map = HashMap::new();
         for call in self.calls() {
             for s in call {
-                assert!(map.insert(s.tag, s.outcome).is_none(), "tag {} settled twice", s.tag);
+                assert!(
+                    map.insert(s.tag, s.outcome).is_none(),
+                    "tag {} settled twice",
+                    s.tag
+                );
             }
         }
         map
@@ -295,7 +334,12 @@ impl DeadLetterSink<u64> for Morgue {
         }
         let mut kept = self.letters.lock().unwrap();
         for l in letters {
-            kept.push((l.data, l.reason.to_string(), l.attempts, l.stage.to_string()));
+            kept.push((
+                l.data,
+                l.reason.to_string(),
+                l.attempts,
+                l.stage.to_string(),
+            ));
         }
         Ok(())
     }
@@ -311,7 +355,11 @@ pub struct Feed {
 impl stage::Producer for Feed {
     type Out = Message<u64>;
 
-    async fn handle_demand(&mut self, demand: usize, ctx: &mut stage::Context<Self>) -> Vec<Message<u64>> {
+    async fn handle_demand(
+        &mut self,
+        demand: usize,
+        ctx: &mut stage::Context<Self>,
+    ) -> Vec<Message<u64>> {
         let n = demand.min(self.items.len());
         let out: Vec<_> = self
             .items

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use tracing::{debug, warn};
+use tracing::{debug, trace, warn};
 
 use super::drive::Drive;
 use super::{Engine, Sink};
@@ -47,16 +47,20 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
     /// Asks wait in a consumer's queue: each is its own ask, in order, with its own
     /// `handle_demand`.
     pub(super) async fn asks_arrived(&mut self, id: SubscriptionId) {
-        let Some(sink) = self.sinks.iter().find(|s| s.id == id) else {
+        let Some(sink) = self.sinks.iter_mut().find(|s| s.id == id) else {
             debug!(stage = %self.name, %id, "asks for an unknown subscription ignored");
             return;
         };
         let mut asks = std::mem::take(&mut self.asks);
         sink.asks.drain_into(&mut asks);
+        sink.asked = asks
+            .iter()
+            .fold(sink.asked, |total, &n| total.saturating_add(n as u64));
         for n in asks.drain(..) {
-            if self.stop.is_some() {
+            if self.halted() {
                 break;
             }
+            trace!(stage = %self.name, subscription = %id, demand = n, "asked");
             self.outlet.ask(id, n);
             self.produce().await;
         }
@@ -65,7 +69,11 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
 
     /// Calls `handle_demand` with the demand the outlet has for it, if any.
     pub(super) async fn produce(&mut self) {
-        let demand = self.outlet.take_produce();
+        let demand = if self.shutting {
+            0
+        } else {
+            self.outlet.take_produce()
+        };
         if demand > 0 {
             let events = D::demand(&mut self.stage, demand, &mut self.ctx).await;
             self.apply();
@@ -122,16 +130,22 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
                 outlet,
                 sinks,
                 events_out,
+                meter,
                 ..
             } = self;
             for (id, batch) in outlet.sends() {
                 let n = batch.len() as u64;
-                let Some(sink) = sinks.iter().find(|s| s.id == id) else {
+                let Some(sink) = sinks.iter_mut().find(|s| s.id == id) else {
                     failed.push((id, batch));
                     continue;
                 };
                 match sink.downstream.events(id, batch) {
-                    Ok(()) => *events_out += n,
+                    Ok(()) => {
+                        trace!(subscription = %id, events = n, "dispatched");
+                        sink.sent += n;
+                        *events_out += n;
+                        meter.sent(n);
+                    }
                     Err(batch) => failed.push((id, batch)),
                 }
             }
@@ -143,7 +157,13 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
                 self.outlet.cancel(id, batch);
             }
         }
+        // Reading the dispatcher's queue length costs a virtual call: only with the feature.
+        #[cfg(feature = "metrics")]
+        self.meter.buffered(self.outlet.buffered());
         let discarded = self.outlet.take_discarded();
+        if discarded > 0 {
+            self.meter.discarded(discarded);
+        }
         if discarded > 0 && D::discarded(&mut self.stage, discarded) {
             warn!(stage = %self.name, dropped = discarded, "producer has discarded events from buffer");
         }

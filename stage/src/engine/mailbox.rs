@@ -78,6 +78,8 @@ impl<S: Send + 'static, O: Send + 'static> ControlTx<S> for Mailbox<S, O> {
 pub(crate) struct Inbox<S, I, O> {
     pub(crate) mailbox: Mailbox<S, O>,
     pub(crate) queue: std::sync::Arc<Edge<Batch<I>>>,
+    /// The consumer's name.
+    pub(crate) name: Arc<str>,
 }
 
 impl<S: Send + 'static, I: Send + 'static, O: Send + 'static> Inbox<S, I, O> {
@@ -105,6 +107,9 @@ impl<S: Send + 'static, I: Send + 'static, O: Send + 'static> Downstream<I> for 
     fn cancel(&self, id: SubscriptionId, cancel: Cancel) -> bool {
         self.mailbox
             .send(Envelope::ProducerCancel(id, Box::new(cancel)))
+    }
+    fn name(&self) -> &str {
+        &self.name
     }
 }
 

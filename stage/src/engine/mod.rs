@@ -8,7 +8,9 @@
 mod downstream;
 pub(crate) mod drive;
 pub(crate) mod mailbox;
+mod meter;
 mod upstream;
+mod watchdog;
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -46,6 +48,12 @@ pub(crate) struct Setup<S, I, O> {
     pub(crate) keep: Keep,
     pub(crate) mode: DemandMode,
     pub(crate) subscriptions: Vec<(ProducerRef<I>, SubscribeOptions)>,
+    /// Warn when an edge makes no progress for this long.
+    pub(crate) stall_warning: Option<std::time::Duration>,
+    /// The span the stage's own span is a child of.
+    pub(crate) parent_span: Option<tracing::Span>,
+    /// Shuts the stage down when cancelled.
+    pub(crate) cancel_on: Option<tokio_util::sync::CancellationToken>,
 }
 
 /// A consumer of the stage: its subscription, its address, and the queue of its asks.
@@ -53,12 +61,16 @@ pub(crate) struct Sink<T> {
     pub(crate) id: SubscriptionId,
     pub(crate) downstream: Box<dyn Downstream<T>>,
     pub(crate) asks: Asks,
+    /// The events it asked for and the events sent to it, since it subscribed.
+    pub(crate) asked: u64,
+    pub(crate) sent: u64,
 }
 
 /// What woke the stage up.
 enum Woken<S, O> {
     Mail(Envelope<S, O>),
     Timer(Job<S>),
+    Watchdog,
 }
 
 pub(crate) struct Engine<S, D: Drive<S>> {
@@ -73,6 +85,10 @@ pub(crate) struct Engine<S, D: Drive<S>> {
     had_consumers: bool,
     /// Set when the stage should stop with this reason once everything it holds is sent.
     finishing: Option<Reason>,
+    /// Set by a graceful shutdown: no new work is taken.
+    shutting: bool,
+    watchdog: Option<watchdog::Watchdog>,
+    meter: meter::Meter,
     stop: Option<Reason>,
     timers: DelayQueue<(TimerRef, Job<S>)>,
     timer_keys: HashMap<TimerRef, delay_queue::Key>,
@@ -108,8 +124,10 @@ pub(crate) fn spawn<S: Send + 'static, D: Drive<S>>(
         name: Arc::clone(&setup.name),
         producer,
         role: D::ROLE,
+        aborted: std::sync::atomic::AtomicBool::new(false),
     });
     let out = D::EMITS.then(|| Box::new(Vec::<D::Out>::new()) as Box<dyn std::any::Any + Send>);
+    let name = Arc::clone(&setup.name);
     let engine = Engine::<S, D> {
         stage: setup.stage,
         ctx: Context::new(handle.clone(), out),
@@ -125,6 +143,9 @@ pub(crate) fn spawn<S: Send + 'static, D: Drive<S>>(
         sinks: Vec::new(),
         had_consumers: false,
         finishing: None,
+        shutting: false,
+        watchdog: setup.stall_warning.map(watchdog::Watchdog::new),
+        meter: meter::Meter::new(&name, D::ROLE.as_str()),
         stop: None,
         timers: DelayQueue::new(),
         timer_keys: HashMap::new(),
@@ -134,7 +155,28 @@ pub(crate) fn spawn<S: Send + 'static, D: Drive<S>>(
         returned: 0,
         dropped: 0,
     };
-    runtime.spawn(engine.run(rx, setup.subscriptions, exit_tx));
+    let span = match &setup.parent_span {
+        Some(parent) => {
+            tracing::info_span!(parent: parent, "stage", name = %engine.name, kind = D::ROLE.as_str())
+        }
+        None => tracing::info_span!("stage", name = %engine.name, kind = D::ROLE.as_str()),
+    };
+    crate::topology::register(&handle);
+    runtime.spawn(tracing::Instrument::instrument(
+        engine.run(rx, setup.subscriptions, exit_tx),
+        span,
+    ));
+    if let Some(token) = setup.cancel_on {
+        let stage = handle.clone();
+        runtime.spawn(async move {
+            tokio::select! {
+                () = token.cancelled() => {
+                    let _ = stage.shutdown();
+                }
+                _ = stage.join() => {}
+            }
+        });
+    }
     handle
 }
 
@@ -188,6 +230,7 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
         let mut burst = 0;
         loop {
             self.settle().await;
+            self.halted();
             if let Some(reason) = self.stop.take() {
                 self.deliver();
                 return reason;
@@ -214,25 +257,67 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
             match self.next(rx).await {
                 Some(Woken::Mail(envelope)) => self.handle(envelope).await,
                 Some(Woken::Timer(job)) => self.run_job(job).await,
+                Some(Woken::Watchdog) => self.watch(),
                 None => return Reason::Normal,
             }
+        }
+    }
+
+    /// Whether the stage is to stop now: told to by a handler or a message, or aborted from
+    /// outside (which overtakes what waits in the mailbox).
+    #[inline]
+    pub(super) fn halted(&mut self) -> bool {
+        if self.stop.is_none() && self.ctx.me.is_aborted() {
+            self.stop = Some(Reason::Shutdown);
+        }
+        self.stop.is_some()
+    }
+
+    /// Starts a graceful shutdown: no new work, what is in flight is finished.
+    async fn shutdown(&mut self) {
+        if self.shutting {
+            return;
+        }
+        debug!(stage = %self.name, "shutting down");
+        self.shutting = true;
+        let upstreams: Vec<SubscriptionId> = self.inlet.upstreams().iter().map(|u| u.id).collect();
+        for id in upstreams {
+            self.cancel(id, Reason::Shutdown).await;
+        }
+        self.shutdown_progress();
+    }
+
+    /// Once a shutting-down stage has no producer left, it stops: at once if it has no
+    /// producer side, once its output is dispatched if it has.
+    pub(super) fn shutdown_progress(&mut self) {
+        if !self.shutting || !self.inlet.is_empty() {
+            return;
+        }
+        if D::EMITS {
+            self.finishing.get_or_insert(Reason::Shutdown);
+        } else {
+            self.stop.get_or_insert(Reason::Shutdown);
         }
     }
 
     /// The next message or expired timer. Timers are checked first, so a timer that is due
     /// runs before messages that keep arriving.
     async fn next(&mut self, rx: &mut Receiver<S, D>) -> Option<Woken<S, D::Out>> {
-        if self.timers.is_empty() {
+        if self.timers.is_empty() && self.watchdog.is_none() {
             return rx.recv().await.map(Woken::Mail);
         }
         let timers = &mut self.timers;
+        let has_timers = !timers.is_empty();
+        let watchdog = self.watchdog.as_mut();
+        let has_watchdog = watchdog.is_some();
         tokio::select! {
             biased;
-            Some(expired) = std::future::poll_fn(|cx| timers.poll_expired(cx)) => {
+            Some(expired) = std::future::poll_fn(|cx| timers.poll_expired(cx)), if has_timers => {
                 let (timer, job) = expired.into_inner();
                 self.timer_keys.remove(&timer);
                 Some(Woken::Timer(job))
             }
+            () = watchdog::tick(watchdog), if has_watchdog => Some(Woken::Watchdog),
             envelope = rx.recv() => envelope.map(Woken::Mail),
         }
     }
@@ -253,6 +338,8 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
                     id,
                     downstream: sink,
                     asks,
+                    asked: 0,
+                    sent: 0,
                 };
                 self.consumer_subscribed(sink, opts, ack).await
             }
@@ -286,9 +373,14 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
                 self.deliver();
                 let _ = reply.send(self.counters());
             }
+            Control::Snapshot(reply) => {
+                self.deliver();
+                let _ = reply.send(self.snapshot());
+            }
             Control::Stop(reason) => {
                 self.stop.get_or_insert(reason);
             }
+            Control::Shutdown => self.shutdown().await,
         }
     }
 
@@ -307,14 +399,18 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
     /// reach a consumer.
     async fn settle(&mut self) {
         loop {
-            if self.stop.is_some() {
+            if self.halted() {
                 return;
             }
             if let Some(job) = self.outlet.next_info() {
                 self.run_job(job).await;
                 continue;
             }
-            let demand = self.outlet.take_produce();
+            let demand = if self.shutting {
+                0
+            } else {
+                self.outlet.take_produce()
+            };
             if demand > 0 {
                 let events = D::demand(&mut self.stage, demand, &mut self.ctx).await;
                 self.apply();
@@ -329,7 +425,7 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
             }
             break;
         }
-        if self.finishing.is_some() && self.had_consumers {
+        if self.finishing.is_some() && (self.had_consumers || self.shutting) {
             let drained = self.outlet.is_drained() && self.inlet.inbox_is_empty();
             // A stage that never had a consumer waits for one, so that its end (and what it
             // holds) reaches somebody; one that had consumers and lost them all has nobody
@@ -384,6 +480,58 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
         }
         if let Some(reason) = self.ctx.stop.take() {
             self.stop.get_or_insert(reason);
+        }
+    }
+
+    /// The watchdog's look at the stage's subscriptions.
+    fn watch(&mut self) {
+        let Some(watchdog) = self.watchdog.as_mut() else {
+            return;
+        };
+        if D::EMITS {
+            let owed = self.outlet.state().consumers;
+            watchdog.look_at_consumers(&self.name, self.outlet.buffered(), &self.sinks, &owed);
+        }
+        if D::RECEIVES {
+            watchdog.look_at_producers(&self.name, self.inlet.upstreams());
+        }
+    }
+
+    /// What the stage is and where its subscriptions stand, for [`crate::topology`].
+    fn snapshot(&self) -> crate::topology::StageInfo {
+        let counters = self.counters();
+        let consumers = self
+            .sinks
+            .iter()
+            .map(|sink| crate::topology::ConsumerLink {
+                subscription: sink.id,
+                consumer: Arc::from(sink.downstream.name()),
+                owed: counters
+                    .consumers
+                    .iter()
+                    .find(|(id, _)| *id == sink.id)
+                    .map_or(0, |(_, n)| *n),
+                asked: sink.asked,
+                sent: sink.sent,
+            })
+            .collect();
+        let producers = self
+            .inlet
+            .upstreams()
+            .iter()
+            .map(|up| crate::topology::ProducerLink {
+                subscription: up.id,
+                producer: up.producer.name(),
+                credit: up.credit(),
+                received: up.received,
+            })
+            .collect();
+        crate::topology::StageInfo {
+            name: Arc::clone(&self.name),
+            kind: D::ROLE.into(),
+            counters,
+            consumers,
+            producers,
         }
     }
 
@@ -445,12 +593,14 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
             warn!(stage = %self.name, %reason, dropped = held, "stage exited with events it had not sent; dropped");
         }
         self.dropped += held;
+        let counters = self.counters();
+        self.meter.exited(counters.dropped, counters.returned);
         if reason.is_normal() {
             debug!(stage = %self.name, %reason, "stage exited");
         } else {
             info!(stage = %self.name, %reason, "stage exited");
         }
-        self.counters()
+        counters
     }
 
     /// Gives each producer back the events of its subscription the stage never handled, with

@@ -40,6 +40,7 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
         let sink: Box<dyn Downstream<D::In>> = Box::new(Inbox {
             mailbox: self.me.clone(),
             queue: Arc::clone(&queue),
+            name: Arc::clone(&self.name),
         });
         self.inlet.add(
             id,
@@ -116,7 +117,7 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
             return;
         };
         for _ in 0..waiting {
-            if self.stop.is_some() {
+            if self.halted() {
                 return;
             }
             let Some(batch) = self.inlet.get(id).and_then(|up| up.queue.pop()) else {
@@ -148,7 +149,7 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
 
     pub(super) async fn producer_cancel_arrived(&mut self, id: SubscriptionId, cancel: Cancel) {
         // The producer sent what is still in the queue before it cancelled.
-        while self.stop.is_none() {
+        while !self.halted() {
             let Some(batch) = self.inlet.get(id).and_then(|up| up.queue.pop()) else {
                 break;
             };
@@ -194,6 +195,7 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
         if len == 0 {
             return;
         }
+        self.meter.received(len);
         let mut message = match self.inlet.arrive(id, len) {
             Arrival::Cut(message) => message,
             Arrival::Whole => {
@@ -232,7 +234,7 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
                 return;
             }
             let (_, rest) = self.unhandled.pop().expect("pushed before the handler ran");
-            if self.stop.is_some() {
+            if self.halted() {
                 // Never handled: given back to the producer when the stage exits.
                 self.unhandled.push((id, rest));
                 return;
@@ -256,7 +258,9 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
         let reason = cancel.reason().clone();
         D::producer_left(&mut self.stage, cancel, id, &mut self.ctx).await;
         self.apply();
-        if self.stop.is_none() && up.cancel.exits_on(&reason) {
+        if self.shutting {
+            self.shutdown_progress();
+        } else if self.stop.is_none() && up.cancel.exits_on(&reason) {
             if D::EMITS && reason.is_normal() {
                 // Upstream ended normally: send on what this stage still holds, then stop.
                 debug!(stage = %self.name, %id, %reason, "producer-consumer finishing after its producer ended");

@@ -12,6 +12,9 @@ pub enum StartChildError {
     /// The supervisor is not running.
     #[error("the supervisor is not running")]
     Closed,
+    /// The supervisor is shutting down: it waits for its running children and starts no more.
+    #[error("the supervisor is shutting down")]
+    ShuttingDown,
     /// The child function panicked when called (GenStage's start function raising).
     #[error("the child panicked while starting: {0}")]
     Panicked(Arc<str>),

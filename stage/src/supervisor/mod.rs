@@ -2,12 +2,16 @@
 //!
 //! The stage subscribes in manual mode and keeps, per subscription, how many children it has
 //! running and how many freed slots it has not asked for yet. That bookkeeping and the restart
-//! intensity are pure (`slots.rs`); the stage around them (`stage.rs`) only starts tasks and
-//! turns their ends into asks. Children report back through the stage's own handle.
+//! intensity are pure (`slots.rs`); the stage around them (`stage.rs`) only starts tasks, turns
+//! their ends into asks, and drains its children before it stops. How it subscribes, so that
+//! the engine leaves stopping to it, is in `subscription.rs`; what it reports, in `report.rs`.
+//! Children report back through the stage's own handle.
 
 mod error;
+mod report;
 mod slots;
 mod stage;
+mod subscription;
 
 use std::fmt;
 use std::future::Future;
@@ -15,22 +19,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
+use tokio::sync::watch;
 
 use crate::address::{AsProducer, ProducerRef};
 use crate::counters::Counters;
 use crate::error::{CallError, OptionError, Reason, StartError, SubscribeError};
 use crate::handle::StageHandle;
-use crate::options::{SubscribeOptions, SubscriptionId};
+use crate::options::{CancelMode, SubscribeOptions, SubscriptionId};
 pub use error::{StartChildError, TerminateChildError};
+use report::OnFailure;
+pub use report::{ChildError, ChildFailure, Children, SupervisorReport};
 use slots::Intensity;
-use stage::{ChildFn, CountChildren, StartChild, Supervisor, TerminateChild, WhichChildren};
+use stage::{
+    ChildFn, Config, CountChildren, Shutdown, StartChild, Supervisor, TerminateChild, WhichChildren,
+};
+use subscription::Modes;
 
 /// The default [`ConsumerSupervisor::max_restarts`], as in GenStage.
 const DEFAULT_MAX_RESTARTS: usize = 3;
 /// The default [`ConsumerSupervisor::max_seconds`], as in GenStage.
 const DEFAULT_MAX_SECONDS: Duration = Duration::from_secs(5);
-/// The default [`ConsumerSupervisor::shutdown`], as in GenStage (5000 ms).
-const DEFAULT_SHUTDOWN: Duration = Duration::from_secs(5);
 
 /// When a child that has ended is started again (GenStage's `restart` of the child spec).
 ///
@@ -67,42 +75,42 @@ pub enum ChildState {
     Restarting,
 }
 
-/// A snapshot of a supervisor's children, from [`SupervisorHandle::count_children`]
-/// (GenStage's `count_children`, plus counters since the start).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Children {
-    /// Children whose task is running.
-    pub active: usize,
-    /// Children waiting to be started again after a failed restart. They keep their demand slot.
-    pub restarting: usize,
-    /// Children started, from events or [`SupervisorHandle::start_child`] (restarts not counted).
-    pub started: u64,
-    /// Child runs that returned `Ok`.
-    pub completed: u64,
-    /// Child runs that returned `Err` or panicked, and child functions that panicked when called.
-    pub failed: u64,
-    /// Children started again after a failure.
-    pub restarted: u64,
-}
-
 /// Configures a consumer that starts one tokio task, a *child*, per event it receives
 /// (GenStage's `ConsumerSupervisor`). [`start`](ConsumerSupervisor::start) spawns it.
 ///
-/// The child is a function from the event to a future returning `Result<(), E>`; an `Err` (its
-/// `Display` text) or a panic is a failure, reported through `tracing` and counted, and a
-/// [`Restart::Transient`] child that fails is run again with a clone of its event.
+/// The child is a function from the event to a future returning `Result<(), E>`. An `Err` (its
+/// `Display` text) or a panic is a failure: logged at ERROR, counted in [`Children::failed`],
+/// passed to the [`on_failure`](ConsumerSupervisor::on_failure) callback, and, for a
+/// [`Restart::Transient`] child, followed by a run with a clone of its event.
 ///
 /// # Back-pressure
 ///
 /// Demand is the number of children: on each subscription the supervisor asks for `max_demand`
 /// events, so at most `max_demand` children from that producer run at once. A child that ends
-/// without being restarted frees its slot; once `min_demand` slots are free (with `min_demand`
-/// 0, at once) the supervisor asks for that many events. A child being restarted keeps its slot.
-/// Children keep running, and are still counted, after their producer ends; if the
-/// subscription's cancel mode stops the supervisor, they get [`shutdown`] to finish.
+/// without being restarted frees its slot; once `min_demand` slots are free the supervisor asks
+/// for that many events. A child being restarted keeps its slot.
 ///
-/// [`shutdown`]: ConsumerSupervisor::shutdown
+/// Unlike other consumers (and GenStage's supervisor), a supervisor's `min_demand` defaults to
+/// **0**: each freed slot is asked for again at once, so `max_demand` children keep running
+/// while the producer has work, as with a `JoinSet` bounded by a semaphore. Waiting for
+/// `max_demand / 2` free slots, the usual default, leaves up to half the slots idle: 60 jobs of
+/// 10 to 50 ms, 10 at once, take a fifth longer that way (0.24 s against 0.20 s). The cost of
+/// 0 is one ask per child instead of one per `max_demand / 2` children, nothing next to
+/// starting a task. Set `min_demand` to batch the asks anyway.
+///
+/// # Stopping
+///
+/// A supervisor stops when a subscription's cancel mode says so (a permanent subscription
+/// whose producer ends, or a transient one whose producer fails), on
+/// [`SupervisorHandle::shutdown`], and on [`SupervisorHandle::stop`]. In the first two cases
+/// it stops taking events (it cancels its subscriptions; events already on their way still
+/// start children), lets its running children finish, and stops once the last has ended.
+/// By default it waits as long as they take; [`shutdown`](ConsumerSupervisor::shutdown)
+/// bounds the wait, and children still running at its end are aborted, counted in
+/// [`Children::cancelled`], logged at WARN and passed to `on_failure` as
+/// [`ChildError::Cancelled`]. A [`stop`](SupervisorHandle::stop) handles nothing more, and
+/// gives the running children what is left of the same grace. [`SupervisorHandle::join_report`]
+/// returns the exit reason with the final counts.
 ///
 /// # Examples
 ///
@@ -129,7 +137,9 @@ pub struct Children {
 /// .start()
 /// .unwrap();
 /// // The producer finishes and its permanent subscriber stops, once its children are done.
-/// assert_eq!(sup.join().await, Reason::Normal);
+/// let report = sup.join_report().await;
+/// assert_eq!(report.reason, Reason::Normal);
+/// assert_eq!(report.children.completed, 10);
 /// assert_eq!(total.load(Ordering::SeqCst), 55);
 /// # }
 /// ```
@@ -140,9 +150,11 @@ pub struct ConsumerSupervisor<T> {
     cloner: Option<fn(&T) -> T>,
     max_restarts: usize,
     max_seconds: Duration,
-    shutdown: Duration,
+    grace: Option<Duration>,
     name: Option<Arc<str>>,
+    on_failure: Option<OnFailure>,
     subscriptions: Vec<(ProducerRef<T>, SubscribeOptions)>,
+    cancel_on: Option<tokio_util::sync::CancellationToken>,
 }
 
 impl<T> fmt::Debug for ConsumerSupervisor<T> {
@@ -152,7 +164,8 @@ impl<T> fmt::Debug for ConsumerSupervisor<T> {
             .field("restart", &self.restart)
             .field("max_restarts", &self.max_restarts)
             .field("max_seconds", &self.max_seconds)
-            .field("shutdown", &self.shutdown)
+            .field("shutdown", &self.grace)
+            .field("on_failure", &self.on_failure.is_some())
             .field("subscriptions", &self.subscriptions.len())
             .finish()
     }
@@ -160,7 +173,8 @@ impl<T> fmt::Debug for ConsumerSupervisor<T> {
 
 impl<T: Send + 'static> ConsumerSupervisor<T> {
     /// Prepares a supervisor whose children run `child(event)`: temporary children, at most 3
-    /// restarts in 5 seconds, 5 seconds to finish on shutdown, no subscriptions.
+    /// restarts in 5 seconds, children waited for as long as they take when it stops, no
+    /// failure callback, no subscriptions.
     pub fn new<F, Fut, E>(child: F) -> Self
     where
         F: Fn(T) -> Fut + Send + 'static,
@@ -177,9 +191,11 @@ impl<T: Send + 'static> ConsumerSupervisor<T> {
             cloner: None,
             max_restarts: DEFAULT_MAX_RESTARTS,
             max_seconds: DEFAULT_MAX_SECONDS,
-            shutdown: DEFAULT_SHUTDOWN,
+            grace: None,
             name: None,
+            on_failure: None,
             subscriptions: Vec::new(),
+            cancel_on: None,
         }
     }
 
@@ -208,10 +224,57 @@ impl<T: Send + 'static> ConsumerSupervisor<T> {
         self
     }
 
-    /// How long running children get to finish when the supervisor stops, before they are
-    /// aborted (default 5 seconds; zero aborts them at once).
+    /// Bounds how long running children get to finish once the supervisor stops (see
+    /// [Stopping](ConsumerSupervisor#stopping)); those still running after `grace` are
+    /// aborted and counted as cancelled. Zero aborts them at once.
+    ///
+    /// By default there is no bound: the supervisor waits for its children as long as they
+    /// take (GenStage's `shutdown: :infinity`; GenStage's own default is 5 seconds).
     pub fn shutdown(mut self, grace: Duration) -> Self {
-        self.shutdown = grace;
+        self.grace = Some(grace);
+        self
+    }
+
+    /// Calls `on_failure` with every child that fails, once per failure: a run that returns
+    /// `Err` or panics (a restarted child can fail again, under the same id), a child function
+    /// that panics when called, and a child cancelled at the end of the
+    /// [`shutdown`](ConsumerSupervisor::shutdown) grace. Without it failures are only logged
+    /// and counted.
+    ///
+    /// The callback runs in the supervisor's task, before the supervisor goes on: keep it
+    /// short, and send the failure to a channel for anything slow. A panic in it stops the
+    /// supervisor like a panic in any stage's handler.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stage::{ConsumerSupervisor, SubscribeOptions};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (failures, mut failed) = tokio::sync::mpsc::unbounded_channel();
+    /// let numbers = stage::from_iter(1..=4u64).start().unwrap();
+    /// let sup = ConsumerSupervisor::new(|n: u64| async move {
+    ///     if n % 2 == 0 { Err(format!("{n} is even")) } else { Ok(()) }
+    /// })
+    /// .on_failure(move |failure| {
+    ///     let _ = failures.send(failure);
+    /// })
+    /// .subscribe_to(&numbers, SubscribeOptions::new())
+    /// .start()
+    /// .unwrap();
+    /// let report = sup.join_report().await;
+    /// assert_eq!((report.children.completed, report.children.failed), (2, 2));
+    /// let mut errors = Vec::new();
+    /// while let Ok(failure) = failed.try_recv() {
+    ///     errors.push(failure.error.to_string());
+    /// }
+    /// errors.sort();
+    /// assert_eq!(errors, ["2 is even", "4 is even"]);
+    /// # }
+    /// ```
+    pub fn on_failure(mut self, on_failure: impl FnMut(ChildFailure) + Send + 'static) -> Self {
+        self.on_failure = Some(OnFailure(Box::new(on_failure)));
         self
     }
 
@@ -222,9 +285,18 @@ impl<T: Send + 'static> ConsumerSupervisor<T> {
     }
 
     /// Subscribes to `producer` as soon as the supervisor starts. `max_demand` is the most
-    /// children from this producer that run at once.
+    /// children from this producer that run at once; `min_demand` defaults to 0 (see
+    /// [Back-pressure](ConsumerSupervisor#back-pressure)); the cancel mode decides whether
+    /// the producer's end stops the supervisor (see [Stopping](ConsumerSupervisor#stopping)).
     pub fn subscribe_to(mut self, producer: &impl AsProducer<T>, opts: SubscribeOptions) -> Self {
         self.subscriptions.push((producer.as_producer(), opts));
+        self
+    }
+
+    /// Shuts the supervisor down gracefully ([`SupervisorHandle::shutdown`]) when `token` is
+    /// cancelled: it takes no more events and lets its children finish within the grace.
+    pub fn cancel_on(mut self, token: tokio_util::sync::CancellationToken) -> Self {
+        self.cancel_on = Some(token);
         self
     }
 
@@ -233,43 +305,83 @@ impl<T: Send + 'static> ConsumerSupervisor<T> {
     /// # Errors
     ///
     /// [`StartError::Option`] naming `max_seconds` when it is zero or an invalid subscription
-    /// option, [`StartError::ProducerClosed`] when a producer to subscribe to with a permanent
-    /// or transient cancel mode is not running, [`StartError::NoRuntime`] outside a runtime.
+    /// option, [`StartError::Refused`] when a producer's dispatcher does not accept a
+    /// subscription's options, [`StartError::ProducerClosed`] when a producer to subscribe to
+    /// with a permanent or transient cancel mode is not running, [`StartError::NoRuntime`]
+    /// outside a runtime.
     pub fn start(self) -> Result<SupervisorHandle<T>, StartError> {
         if self.max_seconds.is_zero() {
             let rule = "must be greater than zero";
             return Err(OptionError::new("max_seconds", rule, self.max_seconds).into());
         }
+        let modes = Modes::default();
+        let mut subscriptions = Vec::with_capacity(self.subscriptions.len());
+        for (producer, opts) in self.subscriptions {
+            let mode = opts.cancel_mode();
+            let prepared = subscription::prepare(producer.clone(), opts, &modes)?;
+            if producer.is_closed() {
+                if mode != CancelMode::Temporary {
+                    return Err(StartError::ProducerClosed);
+                }
+                continue;
+            }
+            subscriptions.push(prepared);
+        }
         let name = self.name.unwrap_or_else(|| Arc::from("ConsumerSupervisor"));
-        let stage = Supervisor::new(
-            Arc::clone(&name),
-            self.child,
-            self.cloner.filter(|_| self.restart == Restart::Transient),
-            Intensity::new(self.max_restarts, self.max_seconds),
-            self.shutdown,
-        );
+        let config = Config {
+            name: Arc::clone(&name),
+            child: self.child,
+            cloner: self.cloner.filter(|_| self.restart == Restart::Transient),
+            intensity: Intensity::new(self.max_restarts, self.max_seconds),
+            grace: self.grace,
+            on_failure: self.on_failure,
+        };
+        let (publish, finals) = watch::channel(None);
+        let stage = Supervisor::new(config, modes.clone(), publish);
         let mut builder = crate::consumer(stage).name(name);
-        for (producer, opts) in &self.subscriptions {
+        for (producer, opts) in &subscriptions {
             builder = builder.subscribe_to(producer, opts.clone());
         }
         let inner = builder.start()?;
-        Ok(SupervisorHandle { inner })
+        let handle = SupervisorHandle {
+            inner,
+            modes,
+            finals,
+        };
+        if let Some(token) = self.cancel_on {
+            let supervisor = handle.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = token.cancelled() => {
+                        let _ = supervisor.shutdown();
+                    }
+                    _ = supervisor.join() => {}
+                }
+            });
+        }
+        Ok(handle)
     }
 }
 
 /// A handle to a running [`ConsumerSupervisor`]: subscribe, start and terminate children,
-/// count them, stop, join. Cheap to clone.
+/// count them, shut down, stop, join. Cheap to clone.
 ///
-/// Like any stage handle, every method fails with a `Closed` error (or returns the exit reason)
-/// once the supervisor has exited, and dropping every handle does not stop it.
+/// Like any stage handle, every method that talks to the supervisor fails with a `Closed`
+/// error once it has exited, and dropping every handle does not stop it. What it did stays
+/// readable: [`join_report`](SupervisorHandle::join_report) and
+/// [`final_report`](SupervisorHandle::final_report).
 pub struct SupervisorHandle<T: Send + 'static> {
     inner: StageHandle<Supervisor<T>>,
+    modes: Modes,
+    finals: watch::Receiver<Option<Children>>,
 }
 
 impl<T: Send + 'static> Clone for SupervisorHandle<T> {
     fn clone(&self) -> Self {
         SupervisorHandle {
             inner: self.inner.clone(),
+            modes: self.modes.clone(),
+            finals: self.finals.clone(),
         }
     }
 }
@@ -295,12 +407,16 @@ impl<T: Send + 'static> SupervisorHandle<T> {
     }
 
     /// Subscribes the supervisor to `producer` and returns the subscription's id once the
-    /// producer has accepted it. `max_demand` is the most children from this producer that run
-    /// at once.
+    /// producer has accepted it. As for
+    /// [`ConsumerSupervisor::subscribe_to`]: `max_demand` is the most children from this
+    /// producer that run at once, `min_demand` defaults to 0, and the cancel mode decides
+    /// whether the producer's end stops the supervisor, once its children are done.
     ///
     /// # Errors
     ///
-    /// As [`StageHandle::subscribe`](crate::StageHandle::subscribe).
+    /// As [`StageHandle::subscribe`](crate::StageHandle::subscribe). A supervisor whose
+    /// permanent or transient subscription finds its producer not running stops, once its
+    /// children are done, with [`Reason::NoProc`].
     ///
     /// # Back-pressure
     ///
@@ -310,11 +426,12 @@ impl<T: Send + 'static> SupervisorHandle<T> {
         producer: &impl AsProducer<T>,
         opts: SubscribeOptions,
     ) -> Result<SubscriptionId, SubscribeError> {
-        self.inner.subscribe(producer, opts).await
+        let (producer, opts) = subscription::prepare(producer.as_producer(), opts, &self.modes)?;
+        self.inner.subscribe(&producer, opts).await
     }
 
     /// Cancels a subscription. The children it started keep running; cancelling a permanent
-    /// subscription stops the supervisor.
+    /// subscription stops the supervisor once its children are done.
     ///
     /// # Errors
     ///
@@ -323,8 +440,25 @@ impl<T: Send + 'static> SupervisorHandle<T> {
         self.inner.cancel(subscription, reason)
     }
 
-    /// Asks the supervisor to stop with `reason`. Running children get the
-    /// [`shutdown`](ConsumerSupervisor::shutdown) grace to finish, then are aborted.
+    /// Shuts the supervisor down gracefully: it stops taking events (it cancels its
+    /// subscriptions; events already on their way still start children), refuses
+    /// [`start_child`](SupervisorHandle::start_child), lets its running children finish, and
+    /// exits with [`Reason::Shutdown`] once the last has ended, or at the end of the
+    /// [`shutdown`](ConsumerSupervisor::shutdown) grace, aborting the rest. It answers
+    /// calls meanwhile; [`join_report`](SupervisorHandle::join_report) waits for the end.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError::Closed`] if the supervisor is not running.
+    pub fn shutdown(&self) -> Result<(), CallError> {
+        self.inner.cast(Shutdown)
+    }
+
+    /// Stops the supervisor with `reason` once it has handled the messages sent before this
+    /// one: it handles nothing more, and its running children get what is left of the
+    /// [`shutdown`](ConsumerSupervisor::shutdown) grace (by default, as long as they take),
+    /// then are aborted and counted as cancelled. See [`shutdown`](SupervisorHandle::shutdown)
+    /// for a stop that keeps answering calls while it waits.
     ///
     /// # Errors
     ///
@@ -336,6 +470,27 @@ impl<T: Send + 'static> SupervisorHandle<T> {
     /// Waits until the supervisor has exited (its children finished or aborted) and returns why.
     pub async fn join(&self) -> Reason {
         self.inner.join().await
+    }
+
+    /// Waits until the supervisor has exited and returns why, with its children's final
+    /// counts.
+    pub async fn join_report(&self) -> SupervisorReport {
+        let reason = self.inner.join().await;
+        let mut finals = self.finals.clone();
+        // Published when it stops, or at the latest when its state is dropped (after a panic).
+        let published = finals.wait_for(Option::is_some).await.map(|c| c.clone());
+        let children = published.unwrap_or_else(|_| finals.borrow().clone());
+        SupervisorReport {
+            reason,
+            children: children.unwrap_or_default(),
+        }
+    }
+
+    /// The exit reason and the children's final counts, if the supervisor has exited.
+    pub fn final_report(&self) -> Option<SupervisorReport> {
+        let reason = self.inner.exit_reason()?;
+        let children = self.finals.borrow().clone()?;
+        Some(SupervisorReport { reason, children })
     }
 
     /// The exit reason, if the supervisor has exited.
@@ -358,7 +513,8 @@ impl<T: Send + 'static> SupervisorHandle<T> {
     ///
     /// # Errors
     ///
-    /// [`CallError::Closed`] if the supervisor is not running.
+    /// [`CallError::Closed`] if the supervisor is not running (see
+    /// [`final_report`](SupervisorHandle::final_report)).
     pub async fn count_children(&self) -> Result<Children, CallError> {
         self.inner.call(CountChildren).await
     }
@@ -378,22 +534,22 @@ impl<T: Send + 'static> SupervisorHandle<T> {
     /// # Errors
     ///
     /// [`StartChildError::Panicked`] if the child function panicked when called,
-    /// [`StartChildError::Closed`] if the supervisor is not running.
+    /// [`StartChildError::ShuttingDown`] if the supervisor is waiting for its children to
+    /// stop, [`StartChildError::Closed`] if it is not running.
     ///
     /// # Back-pressure
     ///
     /// None: the child takes no demand slot, and its end asks for nothing.
     pub async fn start_child(&self, event: T) -> Result<ChildId, StartChildError> {
         match self.inner.call(StartChild(event)).await {
-            Ok(Ok(id)) => Ok(id),
-            Ok(Err(msg)) => Err(StartChildError::Panicked(msg)),
+            Ok(started) => started,
             Err(_) => Err(StartChildError::Closed),
         }
     }
 
     /// Aborts a child and forgets it (GenStage's `terminate_child`). Once this returns, the
     /// child's future has been dropped. It is not restarted, and counts neither as completed
-    /// nor as failed.
+    /// nor as failed nor as cancelled.
     ///
     /// # Errors
     ///
