@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::ack::Outcome;
 use crate::failure::{Action, Failure};
-use crate::options::RetryPolicy;
+use crate::options::{MAX_WAIT, RetryPolicy};
 
 /// The fate of a failed message, decided when its attempt fails.
 #[derive(Clone, Debug, PartialEq)]
@@ -43,7 +43,9 @@ pub(crate) fn decide(
     };
     match policy {
         Some(policy) if attempt < policy.max_attempts => {
-            let after = explicit.unwrap_or_else(|| policy.backoff.delay(attempt, random));
+            let after = explicit
+                .unwrap_or_else(|| policy.backoff.delay(attempt, random))
+                .min(MAX_WAIT);
             if draining {
                 *failure = failure.clone().retry_after(after);
                 Fate::Final

@@ -70,7 +70,7 @@ pub use handler::{BatchInfo, Context, DeadLetter, DeadLetterSink, Handler, Stage
 pub use message::{BatchKey, BatchMode, DEFAULT_BATCHER, Message, Metadata, Status, Value};
 pub use options::{
     Apply, Backoff, Batcher, DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TIMEOUT,
-    DEFAULT_PROCESSOR_MAX_DEMAND, MAX_CONCURRENCY, Processors, RateLimit, RetryPolicy,
+    DEFAULT_PROCESSOR_MAX_DEMAND, MAX_CONCURRENCY, MAX_WAIT, Processors, RateLimit, RetryPolicy,
 };
 pub use pipeline::{Builder, KILL_GRACE, Pipeline, Report};
 pub use producers::Producers;

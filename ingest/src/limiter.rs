@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -41,10 +42,13 @@ impl Bucket {
         if let Some(limit) = self.pending.take() {
             self.limit = limit;
         }
+        // The boundaries stay aligned however long nobody asked: the interval `now` falls in
+        // ends where the current one would, plus whole intervals.
         let interval = self.limit.interval;
-        let behind = now.duration_since(self.end);
-        let skipped = (behind.as_nanos() / interval.as_nanos()) as u32;
-        self.end += interval * (skipped + 1);
+        let behind = now.duration_since(self.end).as_nanos();
+        let into = behind % interval.as_nanos();
+        let into = Duration::from_nanos(u64::try_from(into).unwrap_or(u64::MAX));
+        self.end = now + (interval - into.min(interval));
         self.tokens = self.limit.allowed;
     }
 
@@ -165,6 +169,19 @@ mod tests {
         // Idle for a while: the next interval is the one `now` falls in, aligned.
         assert_eq!(b.take(t0 + Duration::from_millis(450), 20), 10);
         assert_eq!(b.next_refill(), t0 + Duration::from_millis(500));
+    }
+
+    #[test]
+    fn a_long_idle_spell_under_a_short_interval_keeps_the_boundaries() {
+        let t0 = Instant::now();
+        let mut b = Bucket::new(limit(3, 1), t0);
+        // 60 days of 1 ms intervals: more intervals than a u32 counts.
+        let later = t0 + Duration::from_secs(60 * 24 * 3600) + Duration::from_micros(250);
+        assert_eq!(b.take(later, 5), 3);
+        assert_eq!(
+            b.next_refill(),
+            t0 + Duration::from_secs(60 * 24 * 3600) + Duration::from_millis(1)
+        );
     }
 
     #[test]

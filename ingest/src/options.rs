@@ -20,6 +20,11 @@ pub const DEFAULT_BATCH_SIZE: usize = 100;
 pub const DEFAULT_BATCH_TIMEOUT: Duration = Duration::from_secs(1);
 /// The most stages of one kind a pipeline may have (the partition limit of `stage`).
 pub const MAX_CONCURRENCY: usize = MAX_PARTITIONS;
+/// The longest wait a pipeline sets a timer for: 365 days. A batch timeout, a rate limit's
+/// interval or a backoff's longest wait beyond it is refused when the pipeline is built, and a
+/// retry asked for with a longer wait ([`Failure::retry_after`](crate::Failure::retry_after))
+/// waits this long.
+pub const MAX_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// A partition function, erased: the hash of the key it returns, or the panic's message.
 pub(crate) type Partitioner<T> = Arc<dyn Fn(&Message<T>) -> u64 + Send + Sync>;
@@ -264,8 +269,8 @@ impl<T> Batcher<T> {
             let rule = "must be at least 1";
             return Err(ConfigError::new(&scope, "batch_size", rule, 0));
         }
-        if self.batch_timeout.is_zero() {
-            let rule = "must be more than zero";
+        if self.batch_timeout.is_zero() || self.batch_timeout > MAX_WAIT {
+            let rule = "must be more than zero and at most MAX_WAIT (365 days)";
             return Err(ConfigError::new(
                 &scope,
                 "batch_timeout",
@@ -449,7 +454,7 @@ impl Backoff {
         let secs = self.initial.as_secs_f64() * self.multiplier.powi(exp);
         let capped = secs.min(self.max.as_secs_f64());
         let jittered = capped * (1.0 - self.jitter * random.clamp(0.0, 1.0));
-        Duration::from_secs_f64(jittered.max(0.0))
+        Duration::try_from_secs_f64(jittered.max(0.0)).map_or(self.max, |d| d.min(self.max))
     }
 
     fn validate(&self, scope: &str) -> Result<(), ConfigError> {
@@ -463,6 +468,10 @@ impl Backoff {
         }
         if self.max < self.initial {
             let rule = format!("must be at least the initial wait ({:?})", self.initial);
+            return Err(ConfigError::new(scope, "max", rule, self.max));
+        }
+        if self.max > MAX_WAIT {
+            let rule = "must be at most MAX_WAIT (365 days)";
             return Err(ConfigError::new(scope, "max", rule, self.max));
         }
         Ok(())
@@ -494,8 +503,8 @@ impl RateLimit {
                 0,
             ));
         }
-        if self.interval.is_zero() {
-            let rule = "must be more than zero";
+        if self.interval.is_zero() || self.interval > MAX_WAIT {
+            let rule = "must be more than zero and at most MAX_WAIT (365 days)";
             return Err(ConfigError::new(
                 "rate_limit",
                 "interval",

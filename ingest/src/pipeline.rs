@@ -580,7 +580,11 @@ impl<H: Handler> Pipeline<H> {
     /// Idempotent and safe to call from many tasks: the first call's deadline applies, and
     /// every call returns the same report, also after the pipeline ended on its own.
     pub async fn shutdown(&self, deadline: Duration) -> Report {
-        let at = Instant::now() + deadline;
+        // A deadline too far to count to (`Duration::MAX` for "no deadline") is a century.
+        let now = Instant::now();
+        let at = now
+            .checked_add(deadline)
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
         self.inner.requests.send_if_modified(|request| {
             if request.is_none() {
                 *request = Some(at);
@@ -697,6 +701,7 @@ impl<H: Handler> Coordinator<H> {
         let all_done = join_all(stages.iter().map(|s| s.0.join_dyn()));
         tokio::pin!(all_done);
         let mut timed_out = false;
+        let mut forced = false;
         let mut ended = false;
         let deadline = tokio::select! {
             _ = &mut all_done => { ended = true; None }
@@ -723,13 +728,24 @@ impl<H: Handler> Coordinator<H> {
             }
             if timed_out {
                 warn!(pipeline = %self.shared.pipeline, "shutdown deadline passed; abandoning what is left");
+                // Killed stages drop the user calls they wait for and abandon what they hold
+                // and what still reaches them, then end as in a drain: every message is
+                // settled, and counted, by a stage.
                 for kill in &self.kills {
                     kill.kill();
                 }
-                for stage in &stages {
-                    stage.0.stop_dyn();
+                if tokio::time::timeout(KILL_GRACE, &mut all_done)
+                    .await
+                    .is_err()
+                {
+                    // A stage that does not get there (stuck in user code that never yields)
+                    // is stopped: what its buffers held is settled by the messages' guards.
+                    forced = true;
+                    for stage in &stages {
+                        stage.0.stop_dyn();
+                    }
+                    let _ = tokio::time::timeout(KILL_GRACE, &mut all_done).await;
                 }
-                let _ = tokio::time::timeout(KILL_GRACE, &mut all_done).await;
             }
         } else if !ended {
             // Every handle to the pipeline is gone and nobody can ask for a shutdown: wait for
@@ -765,6 +781,12 @@ impl<H: Handler> Coordinator<H> {
                 Some(_) => {}
                 None => result.stuck.push(stage.0.name_dyn().to_string()),
             }
+        }
+        if forced && result.stuck.is_empty() {
+            // The buffers of the stages that had to be stopped were settled by the messages'
+            // guards, as requeued: abandoned, though no stage counted them.
+            let counted = result.acked + result.failed + result.abandoned;
+            result.abandoned += result.processed.saturating_sub(counted);
         }
         info!(
             pipeline = %self.shared.pipeline,

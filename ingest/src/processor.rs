@@ -11,7 +11,7 @@ use stage::{
     SubscriptionId, SubscriptionMode, TimerRef,
 };
 use tokio::time::Instant;
-use tracing::{Instrument, debug_span, error};
+use tracing::{Instrument, debug_span, error, trace_span};
 
 use crate::credit::Credits;
 use crate::decide::{Fate, decide};
@@ -212,7 +212,10 @@ impl<H: Handler> ProcessorStage<H> {
                 self.results.push(None);
                 continue;
             }
-            match guarded(handler.handle_message(msg, &self.ctx), &self.kill).await {
+            // TRACE, so that it costs a level check per message unless asked for.
+            let span = trace_span!("ingest.message", attempt = msg.attempt());
+            let call = handler.handle_message(msg, &self.ctx).instrument(span);
+            match guarded(call, &self.kill).await {
                 Guarded::Done(Ok(out)) => self.results.push((!msg.is_failed()).then_some(out)),
                 Guarded::Done(Err(failure)) => {
                     msg.fail(failure);

@@ -122,6 +122,29 @@ async fn each_bad_option_is_named_with_its_rule() {
             "more than zero",
         ),
         (
+            with_source().batcher(Batcher::new("b").batch_timeout(Duration::MAX)),
+            "batcher \"b\"",
+            "batch_timeout",
+            "at most MAX_WAIT",
+        ),
+        (
+            with_source().rate_limit(RateLimit::new(1, Duration::MAX)),
+            "rate_limit",
+            "interval",
+            "at most MAX_WAIT",
+        ),
+        (
+            with_source().processors(
+                Processors::new().retry(
+                    RetryPolicy::new(2)
+                        .backoff(Backoff::exponential(Duration::from_secs(1)).max(Duration::MAX)),
+                ),
+            ),
+            "processors",
+            "max",
+            "at most MAX_WAIT",
+        ),
+        (
             Pipeline::builder("config", Probe::default()),
             "pipeline",
             "producer",
@@ -158,6 +181,34 @@ fn starting_outside_a_runtime_is_an_error() {
         "{:?}",
         result.err()
     );
+}
+
+/// Durations nobody can wait for are no reason to panic: a shutdown without a deadline, and a
+/// retry asked for with the longest wait there is (it waits `MAX_WAIT`, and the shutdown hands
+/// it back to its source).
+#[tokio::test(start_paused = true)]
+async fn endless_durations_do_not_panic() {
+    let probe = Probe::default().on_message(|msg, _| {
+        if msg.attempt() == 1 {
+            return Err(ingest::Failure::new("later").retry_after(Duration::MAX));
+        }
+        Ok(msg.data)
+    });
+    let source = TestSource::new();
+    let pipeline = Pipeline::builder("endless", probe)
+        .producer(source.producer())
+        .processors(Processors::new().concurrency(1).retry(RetryPolicy::new(3)))
+        .start()
+        .unwrap();
+    let outcomes = source.push([1]).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let report = support::within(5, pipeline.shutdown(Duration::MAX)).await;
+    assert!(report.adds_up() && !report.timed_out, "{report:?}");
+    let outcomes = support::within(1, outcomes).await;
+    let [ingest::Outcome::Retry { after }] = outcomes.as_slice() else {
+        panic!("{outcomes:?}")
+    };
+    assert_eq!(*after, ingest::MAX_WAIT - Duration::from_secs(1));
 }
 
 /// Errors name the option in a sentence a user can act on.

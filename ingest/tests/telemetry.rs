@@ -91,8 +91,8 @@ fn field<'a>(fields: &'a [(String, String)], name: &str) -> &'a str {
     &fields.iter().find(|(n, _)| n == name).unwrap().1
 }
 
-/// A span per processor chunk (with its size) and per batch (with its batcher, key, size and
-/// trigger).
+/// A span per processor chunk (with its size), per `handle_message` call, and per batch (with
+/// its batcher, key, size and trigger).
 #[tokio::test(start_paused = true)]
 async fn spans_cover_each_chunk_and_each_batch() {
     let spans = Spans::default();
@@ -112,6 +112,10 @@ async fn spans_cover_each_chunk_and_each_batch() {
     assert_eq!(field(&chunks[0], "messages"), "5");
     assert_eq!(field(&chunks[0], "stage"), "traced.processor.0");
     assert_eq!(field(&chunks[1], "messages"), "3");
+    // One TRACE span per handle_message call, inside its chunk's span.
+    let messages = spans.named("ingest.message");
+    assert_eq!(messages.len(), 8);
+    assert!(messages.iter().all(|m| field(m, "attempt") == "1"));
     let batches = spans.named("ingest.batch");
     assert_eq!(batches.len(), 2);
     assert_eq!(field(&batches[0], "batcher"), "default");
