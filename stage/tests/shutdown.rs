@@ -201,3 +201,40 @@ async fn a_token_shuts_a_supervisor_down_after_its_children_finish() {
     assert_eq!(report.children.cancelled, 0);
     assert_eq!(done.load(Ordering::SeqCst), 3);
 }
+
+#[tokio::test]
+async fn a_token_stops_a_pipeline_whose_consumer_awaits_and_nothing_is_lost() {
+    // The consumer yields inside its handler, so the token is cancelled while it is in the
+    // middle of a message: what it was sent is still handled or given back, never dropped.
+    let token = CancellationToken::new();
+    let numbers = stage::from_iter(0..u64::MAX)
+        .cancel_on(token.clone())
+        .start()
+        .unwrap();
+    let handled = Arc::new(AtomicU64::new(0));
+    let count = Arc::clone(&handled);
+    let sink = stage::async_consumer_fn(move |events: Vec<u64>| {
+        let count = Arc::clone(&count);
+        async move {
+            tokio::task::yield_now().await;
+            count.fetch_add(events.len() as u64, Ordering::SeqCst);
+        }
+    })
+    .subscribe_to(&numbers, SubscribeOptions::new().max_demand(100))
+    .start()
+    .unwrap();
+    while handled.load(Ordering::SeqCst) < 5_000 {
+        tokio::task::yield_now().await;
+    }
+    token.cancel();
+    assert_eq!(within(numbers.join()).await, Reason::Shutdown);
+    assert_eq!(within(sink.join()).await, Reason::Shutdown);
+    let produced = numbers.final_counters().unwrap();
+    let consumed = sink.final_counters().unwrap();
+    assert_eq!(consumed.dropped, 0, "{consumed:?}");
+    assert_eq!(
+        handled.load(Ordering::SeqCst),
+        produced.events_out - consumed.returned,
+        "{produced:?} {consumed:?}"
+    );
+}
