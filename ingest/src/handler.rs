@@ -17,7 +17,7 @@ use crate::message::{BatchKey, Message};
 ///
 /// A handler call that returns `Err` or panics fails what it was given (the message, the
 /// chunk for `prepare_messages`, the batch for `handle_batch`), never the stage. See
-/// `docs/semantics.md`, *Ingest*, for what is settled when.
+/// `docs/semantics.md`, *Ingest: settlement*, for what is settled when.
 ///
 /// # Examples
 ///
