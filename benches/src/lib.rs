@@ -9,10 +9,13 @@
 //! - `benches/channel.rs`: `stage::channel` against a tokio `mpsc` channel: see [`channel`].
 //! - `benches/airports.rs`: the airports count over the real `airports.csv`, as a flow and as
 //!   a `csv` loop and rayon over chunks: see [`airports`].
+//! - `benches/ingest.rs`: acknowledged messages through an `ingest` pipeline and a
+//!   hand-written tokio pipeline: see [`ingest`].
 
 pub mod airports;
 pub mod channel;
 pub mod dispatch;
+pub mod ingest;
 
 use std::collections::HashMap;
 use std::sync::Arc;

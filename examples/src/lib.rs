@@ -2,3 +2,7 @@
 
 pub mod airports;
 pub mod download;
+pub mod queue;
+pub mod scraping;
+pub mod site;
+pub mod tickets;
