@@ -5,13 +5,38 @@
 //! The shell ([`crate::batcher`]) sets the timers (a batch's timer is the shell's business:
 //! [`Effect::Opened`] asks for one) and sends the batches on ([`Effect::Emit`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use stage::TimerRef;
 use tokio::time::Instant;
 
 use crate::handler::Trigger;
 use crate::message::{BatchKey, Message};
+
+/// The maps of a batcher, by slot: hashed with ahash, as they are looked up for every run of
+/// messages.
+type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
+
+/// The time of a run of messages, read from the clock only if a batch opens or closes (most
+/// runs do neither).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Now(Option<Instant>);
+
+impl Now {
+    /// Reads the clock when first asked.
+    pub(crate) fn lazy() -> Self {
+        Now(None)
+    }
+
+    /// This instant.
+    pub(crate) fn at(at: Instant) -> Self {
+        Now(Some(at))
+    }
+
+    fn get(&mut self) -> Instant {
+        *self.0.get_or_insert_with(Instant::now)
+    }
+}
 
 /// Where a batch belongs: its key, and its partition when the batcher partitions.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -73,11 +98,11 @@ impl<T> Batches<T> {
             size,
             key_concurrency,
             max_open_keys,
-            open: HashMap::new(),
+            open: HashMap::default(),
             order: VecDeque::new(),
-            busy: HashMap::new(),
+            busy: HashMap::default(),
             busy_total: 0,
-            waiting: HashMap::new(),
+            waiting: HashMap::default(),
             waiting_messages: 0,
             open_messages: 0,
             next_serial: 0,
@@ -89,7 +114,7 @@ impl<T> Batches<T> {
         &mut self,
         slot: &Slot,
         run: impl IntoIterator<Item = Message<T>>,
-        now: Instant,
+        now: &mut Now,
         out: &mut Vec<Effect<T>>,
     ) {
         let mut run = run.into_iter().peekable();
@@ -108,13 +133,37 @@ impl<T> Batches<T> {
         }
     }
 
+    /// Adds messages of one slot that came together, in order: as [`push_run`](Self::push_run),
+    /// moving them into their batches a batch at a time.
+    pub(crate) fn push_all(
+        &mut self,
+        slot: &Slot,
+        messages: Vec<Message<T>>,
+        now: &mut Now,
+        out: &mut Vec<Effect<T>>,
+    ) {
+        let mut messages = messages.into_iter();
+        while messages.len() > 0 {
+            if !self.open.contains_key(slot) {
+                self.open_slot(slot, now, out);
+            }
+            let open = self.open.get_mut(slot).expect("opened above");
+            let take = (self.size - open.messages.len()).min(messages.len());
+            open.messages.extend(messages.by_ref().take(take));
+            self.open_messages += take;
+            if open.messages.len() == self.size {
+                self.close(slot, Trigger::Size, now, out);
+            }
+        }
+    }
+
     /// Closes the slot's batch, if it has one open: a run with a message in flush mode has
     /// gone in.
-    pub(crate) fn flush(&mut self, slot: &Slot, now: Instant, out: &mut Vec<Effect<T>>) {
+    pub(crate) fn flush(&mut self, slot: &Slot, now: &mut Now, out: &mut Vec<Effect<T>>) {
         self.close(slot, Trigger::Flush, now, out);
     }
 
-    fn open_slot(&mut self, slot: &Slot, now: Instant, out: &mut Vec<Effect<T>>) {
+    fn open_slot(&mut self, slot: &Slot, now: &mut Now, out: &mut Vec<Effect<T>>) {
         while self.open.len() >= self.max_open_keys {
             let Some((oldest, serial)) = self.order.pop_front() else {
                 break;
@@ -130,7 +179,7 @@ impl<T> Batches<T> {
             Open {
                 messages: Vec::with_capacity(self.size.min(1024)),
                 serial,
-                opened_at: now,
+                opened_at: now.get(),
                 timer: None,
             },
         );
@@ -163,7 +212,7 @@ impl<T> Batches<T> {
                 // It has fired: nothing to cancel.
                 open.timer = None;
             }
-            self.close(slot, Trigger::Timeout, now, out);
+            self.close(slot, Trigger::Timeout, &mut Now::at(now), out);
         }
     }
 
@@ -175,12 +224,13 @@ impl<T> Batches<T> {
             .map(|(slot, open)| (open.serial, slot.clone()))
             .collect();
         slots.sort_by_key(|(serial, _)| *serial);
+        let mut now = Now::at(now);
         for (_, slot) in slots {
-            self.close(&slot, Trigger::Drain, now, out);
+            self.close(&slot, Trigger::Drain, &mut now, out);
         }
     }
 
-    fn close(&mut self, slot: &Slot, trigger: Trigger, now: Instant, out: &mut Vec<Effect<T>>) {
+    fn close(&mut self, slot: &Slot, trigger: Trigger, now: &mut Now, out: &mut Vec<Effect<T>>) {
         let Some(open) = self.open.remove(slot) else {
             return;
         };
@@ -194,7 +244,7 @@ impl<T> Batches<T> {
             messages: open.messages,
             trigger,
             opened_at: open.opened_at,
-            closed_at: now,
+            closed_at: now.get(),
             timer: open.timer,
         };
         self.release(closed, out);
@@ -319,7 +369,7 @@ mod tests {
         let mut b = Batches::new(3, 1, usize::MAX);
         let now = Instant::now();
         let mut out = Vec::new();
-        b.push_run(&default_slot(), msgs(0..7), now, &mut out);
+        b.push_run(&default_slot(), msgs(0..7), &mut Now::at(now), &mut out);
         let opened = out
             .iter()
             .filter(|e| matches!(e, Effect::Opened { .. }))
@@ -336,15 +386,33 @@ mod tests {
     }
 
     #[test]
+    fn pushing_all_at_once_makes_the_same_batches_as_a_run() {
+        let now = Instant::now();
+        let (mut a, mut b) = (
+            Batches::new(3, 1, usize::MAX),
+            Batches::new(3, 1, usize::MAX),
+        );
+        let (mut out_a, mut out_b) = (Vec::new(), Vec::new());
+        a.push_run(&default_slot(), msgs(0..2), &mut Now::at(now), &mut out_a);
+        b.push_all(&default_slot(), msgs(0..2), &mut Now::at(now), &mut out_b);
+        a.push_run(&default_slot(), msgs(2..10), &mut Now::at(now), &mut out_a);
+        b.push_all(&default_slot(), msgs(2..10), &mut Now::at(now), &mut out_b);
+        let (batches_a, batches_b) = (emitted(&mut out_a), emitted(&mut out_b));
+        assert_eq!(batches_a, batches_b);
+        assert_eq!(batches_b.len(), 3);
+        assert_eq!((a.open_messages(), b.open_messages()), (1, 1));
+    }
+
+    #[test]
     fn a_timeout_closes_only_the_batch_it_was_set_for() {
         let mut b = Batches::new(2, 1, usize::MAX);
         let t0 = Instant::now();
         let mut out = Vec::new();
-        b.push_run(&default_slot(), msgs(0..1), t0, &mut out);
+        b.push_run(&default_slot(), msgs(0..1), &mut Now::at(t0), &mut out);
         let Effect::Opened { serial, .. } = out.remove(0) else {
             panic!("expected an opened batch")
         };
-        b.push_run(&default_slot(), msgs(1..3), t0, &mut out);
+        b.push_run(&default_slot(), msgs(1..3), &mut Now::at(t0), &mut out);
         let later = t0 + Duration::from_millis(5);
         // The first batch closed full; its timer firing late does nothing to the next one.
         b.timeout(&default_slot(), serial, later, &mut out);
@@ -371,9 +439,9 @@ mod tests {
         let mut b = Batches::new(10, 1, usize::MAX);
         let now = Instant::now();
         let mut out = Vec::new();
-        b.push_run(&slot(1u64), msgs(10..11), now, &mut out);
-        b.push_run(&slot(1u64), msgs(11..12), now, &mut out);
-        b.flush(&slot(1u64), now, &mut out);
+        b.push_run(&slot(1u64), msgs(10..11), &mut Now::at(now), &mut out);
+        b.push_run(&slot(1u64), msgs(11..12), &mut Now::at(now), &mut out);
+        b.flush(&slot(1u64), &mut Now::at(now), &mut out);
         assert_eq!(emitted(&mut out), vec![(vec![10, 11], Trigger::Flush)]);
     }
 
@@ -382,8 +450,8 @@ mod tests {
         let mut b = Batches::new(1, 1, usize::MAX);
         let now = Instant::now();
         let mut out = Vec::new();
-        b.push_run(&slot("a"), msgs(0..3), now, &mut out);
-        b.push_run(&slot("b"), msgs(3..4), now, &mut out);
+        b.push_run(&slot("a"), msgs(0..3), &mut Now::at(now), &mut out);
+        b.push_run(&slot("b"), msgs(3..4), &mut Now::at(now), &mut out);
         assert_eq!(
             emitted(&mut out),
             vec![(vec![0], Trigger::Size), (vec![3], Trigger::Size)]
@@ -402,7 +470,12 @@ mod tests {
     fn the_default_key_is_never_held() {
         let mut b = Batches::new(1, 1, usize::MAX);
         let mut out = Vec::new();
-        b.push_run(&default_slot(), msgs(0..3), Instant::now(), &mut out);
+        b.push_run(
+            &default_slot(),
+            msgs(0..3),
+            &mut Now::at(Instant::now()),
+            &mut out,
+        );
         assert_eq!(emitted(&mut out).len(), 3);
         assert_eq!(b.busy(), 3);
     }
@@ -411,7 +484,12 @@ mod tests {
     fn key_concurrency_allows_that_many_at_once() {
         let mut b = Batches::new(1, 2, usize::MAX);
         let mut out = Vec::new();
-        b.push_run(&slot(7u64), msgs(0..3), Instant::now(), &mut out);
+        b.push_run(
+            &slot(7u64),
+            msgs(0..3),
+            &mut Now::at(Instant::now()),
+            &mut out,
+        );
         assert_eq!(emitted(&mut out).len(), 2);
         assert_eq!(b.waiting_messages(), 1);
     }
@@ -421,11 +499,11 @@ mod tests {
         let mut b = Batches::new(10, 1, 2);
         let now = Instant::now();
         let mut out = Vec::new();
-        b.push_run(&slot("a"), msgs(0..1), now, &mut out);
-        b.push_run(&slot("b"), msgs(1..2), now, &mut out);
-        b.push_run(&slot("a"), msgs(2..3), now, &mut out);
+        b.push_run(&slot("a"), msgs(0..1), &mut Now::at(now), &mut out);
+        b.push_run(&slot("b"), msgs(1..2), &mut Now::at(now), &mut out);
+        b.push_run(&slot("a"), msgs(2..3), &mut Now::at(now), &mut out);
         assert!(emitted(&mut out).is_empty());
-        b.push_run(&slot("c"), msgs(3..4), now, &mut out);
+        b.push_run(&slot("c"), msgs(3..4), &mut Now::at(now), &mut out);
         assert_eq!(emitted(&mut out), vec![(vec![0, 2], Trigger::Evicted)]);
     }
 
@@ -434,8 +512,8 @@ mod tests {
         let mut b = Batches::new(10, 1, usize::MAX);
         let now = Instant::now();
         let mut out = Vec::new();
-        b.push_run(&slot("b"), msgs(0..2), now, &mut out);
-        b.push_run(&slot("a"), msgs(2..3), now, &mut out);
+        b.push_run(&slot("b"), msgs(0..2), &mut Now::at(now), &mut out);
+        b.push_run(&slot("a"), msgs(2..3), &mut Now::at(now), &mut out);
         b.drain(now, &mut out);
         assert_eq!(
             emitted(&mut out),

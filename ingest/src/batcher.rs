@@ -14,7 +14,7 @@ use stage::{
 use tokio::time::Instant;
 use tracing::{Instrument, debug_span, error};
 
-use crate::batch::{Batches, Effect, Slot};
+use crate::batch::{Batches, Effect, Now, Slot};
 use crate::credit::Credits;
 use crate::decide::{Fate, decide};
 use crate::failure::{Action, Failure};
@@ -134,7 +134,27 @@ impl<H: Handler> BatcherStage<H> {
 
     /// Takes messages into batches, in runs of consecutive messages of one slot.
     async fn intake(&mut self, events: Vec<Message<H::Out>>, ctx: &mut StageContext<Self>) {
-        let now = Instant::now();
+        let mut now = Now::lazy();
+        // Most often every message goes to one batch key, in bulk mode: one run, moved in at
+        // once.
+        if self.partition.is_none() {
+            if let Some(first) = events.first() {
+                let key = first.batch_key();
+                let one_run = events
+                    .iter()
+                    .all(|m| m.batch_key() == key && m.batch_mode() == BatchMode::Bulk);
+                if one_run {
+                    let slot = Slot {
+                        key: key.clone(),
+                        partition: None,
+                    };
+                    self.batches
+                        .push_all(&slot, events, &mut now, &mut self.effects);
+                    self.apply(ctx);
+                    return;
+                }
+            }
+        }
         let parts: Option<Vec<Result<usize, String>>> = self.partition.as_ref().map(|(f, n)| {
             events
                 .iter()
@@ -172,9 +192,10 @@ impl<H: Handler> BatcherStage<H> {
                 Some(m)
             });
             let run = std::iter::once(first).chain(rest);
-            self.batches.push_run(&slot, run, now, &mut self.effects);
+            self.batches
+                .push_run(&slot, run, &mut now, &mut self.effects);
             if flush {
-                self.batches.flush(&slot, now, &mut self.effects);
+                self.batches.flush(&slot, &mut now, &mut self.effects);
             }
         }
         self.apply(ctx);
@@ -567,6 +588,7 @@ impl<H: Handler> BatchProcessorStage<H> {
     ) -> Vec<(Message<H::Out>, Duration)> {
         let shared = &*self.shared;
         let stats = &shared.stats;
+        self.settle.expect(messages.len());
         match guarded(
             shared.handler.handle_batch(messages, info, &self.ctx),
             &self.kill,

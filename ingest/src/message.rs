@@ -132,6 +132,11 @@ impl<T> Message<T> {
         self.batcher.as_deref().unwrap_or(DEFAULT_BATCHER)
     }
 
+    /// The batcher's name if one was set.
+    pub(crate) fn batcher_if_set(&self) -> Option<&str> {
+        self.batcher.as_deref()
+    }
+
     /// Sends the message to the batcher named `name`. A message sent to a batcher the
     /// pipeline does not have fails (in the processor, before it is forwarded).
     pub fn put_batcher(&mut self, name: impl Into<Cow<'static, str>>) {

@@ -238,6 +238,7 @@ impl<H: Handler> Builder<H> {
                 retry: self.processors.retry.clone(),
                 kill,
                 has_batchers,
+                partitioned: partition_by.is_some(),
             };
             let stage = ProcessorStage::new(Arc::clone(&shared), setup);
             let partition = partition_by.as_ref().map(|_| i);

@@ -46,6 +46,7 @@ pub(crate) struct ProcessorStage<H: Handler> {
     retry: Option<RetryPolicy>,
     kill: Arc<KillSwitch>,
     has_batchers: bool,
+    partitioned: bool,
     retrying: HashMap<u64, Waiting<H::In>>,
     retry_count: usize,
     next_retry: u64,
@@ -65,6 +66,8 @@ pub(crate) struct ProcessorSetup {
     pub(crate) retry: Option<RetryPolicy>,
     pub(crate) kill: Arc<KillSwitch>,
     pub(crate) has_batchers: bool,
+    /// Whether the producers partition by the processors' `partition_by`.
+    pub(crate) partitioned: bool,
 }
 
 impl<H: Handler> ProcessorStage<H> {
@@ -79,6 +82,7 @@ impl<H: Handler> ProcessorStage<H> {
             retry: setup.retry,
             kill: setup.kill,
             has_batchers: setup.has_batchers,
+            partitioned: setup.partitioned,
             retrying: HashMap::new(),
             retry_count: 0,
             next_retry: 0,
@@ -178,9 +182,12 @@ impl<H: Handler> ProcessorStage<H> {
     ) {
         let shared = &*self.shared;
         let handler = &shared.handler;
+        if !self.has_batchers {
+            self.settle.expect(len);
+        }
         let chunk = &mut events[..len];
-        for msg in chunk.iter_mut() {
-            if msg.was_misrouted() {
+        if self.partitioned {
+            for msg in chunk.iter_mut().filter(|m| m.was_misrouted()) {
                 msg.fail(Failure::new(
                     "the processors' partition_by panicked on this message",
                 ));
@@ -251,7 +258,7 @@ impl<H: Handler> ProcessorStage<H> {
                     self.settle.abandon(&mut msg);
                     continue;
                 }
-                match shared.route(msg.batcher()) {
+                match shared.route_of(&msg) {
                     Some(route) => {
                         let mut msg = msg.map(|_| data);
                         msg.route = route as u32;

@@ -158,6 +158,8 @@ pub(crate) struct Sinks<In, Out> {
 #[derive(Default)]
 pub(crate) struct Settle {
     groups: Vec<(Acker, Vec<Settlement>)>,
+    /// How many settlements a group is made room for.
+    hint: usize,
     acked: u64,
     failed: u64,
     abandoned: u64,
@@ -249,16 +251,25 @@ impl Settle {
         match self.groups.iter_mut().rev().find(|(a, _)| a.same(&acker)) {
             Some((_, settled)) => settled.push(settlement),
             None => {
-                let mut settled = Vec::with_capacity(16);
+                let mut settled = Vec::with_capacity(self.hint.clamp(1, 1024));
                 settled.push(settlement);
                 self.groups.push((acker, settled));
             }
         }
     }
 
+    /// Makes room for `n` settlements per acknowledger (the size of the chunk or batch to
+    /// come), so that a group grows once.
+    pub(crate) fn expect(&mut self, n: usize) {
+        self.hint = n;
+    }
+
     /// Calls each acknowledger once with its group, and adds to the counters. A failing
     /// acknowledger is logged and counted; the other groups go ahead regardless.
     pub(crate) async fn flush(&mut self, stats: &Stats, stage: &str) {
+        if self.groups.is_empty() && self.acked == 0 && self.failed == 0 && self.abandoned == 0 {
+            return;
+        }
         for (acker, settled) in self.groups.drain(..) {
             let n = settled.len();
             if let Err(err) = acker.ack(settled).await {
@@ -283,6 +294,9 @@ pub(crate) async fn settle_failed<T: Send + 'static>(
     settle: &mut Settle,
     stats: &Stats,
 ) {
+    if failed.is_empty() {
+        return;
+    }
     let Some(sink) = sink else {
         for mut msg in failed {
             settle.failed(&mut msg, false);

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::handler::Handler;
 use crate::limiter::RateLimiter;
+use crate::message::{DEFAULT_BATCHER, Message};
 use crate::settle::{Sink, Sinks, Stats};
 
 pub(crate) struct Shared<H: Handler> {
@@ -18,6 +19,9 @@ pub(crate) struct Shared<H: Handler> {
     pub(crate) limiter: Option<RateLimiter>,
     /// The batchers' names, in the order of their indexes (empty without batchers).
     pub(crate) batchers: Vec<Cow<'static, str>>,
+    /// The index of the batcher named [`DEFAULT_BATCHER`], where messages go unless told
+    /// otherwise: found once, not by comparing names for every message.
+    default_route: Option<usize>,
     draining: AtomicBool,
 }
 
@@ -30,7 +34,9 @@ impl<H: Handler> Shared<H> {
         limiter: Option<RateLimiter>,
         batchers: Vec<Cow<'static, str>>,
     ) -> Self {
+        let default_route = batchers.iter().position(|b| b == DEFAULT_BATCHER);
         Shared {
+            default_route,
             pipeline,
             handler,
             stats,
@@ -49,6 +55,14 @@ impl<H: Handler> Shared<H> {
 
     pub(crate) fn start_draining(&self) {
         self.draining.store(true, Ordering::Release);
+    }
+
+    /// The index of the batcher `msg` goes to, if the pipeline has it.
+    pub(crate) fn route_of<T>(&self, msg: &Message<T>) -> Option<usize> {
+        match msg.batcher_if_set() {
+            None => self.default_route,
+            Some(name) => self.route(name),
+        }
     }
 
     /// The index of the batcher called `name`.
