@@ -555,7 +555,7 @@ impl<T: Send + 'static> Flow<T> {
 
     /// Stops the flow gracefully when `token` is cancelled, whichever finisher runs it: its
     /// sources stop taking in more, and everything already in the flow goes through it as if
-    /// the sources had run out (see [`FlowHandle::shutdown`]). The finisher then returns as
+    /// the sources had run out (see [`FlowHandle::shutdown`](crate::FlowHandle::shutdown)). The finisher then returns as
     /// for a flow that finished. Several tokens may be given; any of them stops the flow.
     ///
     /// Only the sources the flow owns stop: a flow over running producers

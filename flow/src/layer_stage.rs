@@ -41,7 +41,7 @@ impl Triggers {
 }
 
 /// Feeds a batch to one window's logic, splitting it where `trigger_every` or a custom
-/// trigger fires (Flow rules T1, T4).
+/// trigger fires.
 #[allow(clippy::too_many_arguments)]
 fn feed_window<O>(
     logic: &mut Box<dyn Logic<O>>,
