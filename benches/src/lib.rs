@@ -6,6 +6,8 @@
 //!   that maps `x -> x + 1`, and returns the sum, which [`expected_sum`] predicts.
 //! - `benches/flow.rs`: the `flow` scenarios (`map_filter_reduce`, `partition_reduce`) and
 //!   their rayon and sequential baselines, over one shared [`input`] `Vec`.
+//! - `benches/join.rs`: an inner join of two 1 M-event sides as a flow and as a rayon hash
+//!   join: see [`join`].
 //! - `benches/channel.rs`: `stage::channel` against a tokio `mpsc` channel: see [`channel`].
 //! - `benches/airports.rs`: the airports count over the real `airports.csv`, as a flow and as
 //!   a `csv` loop and rayon over chunks: see [`airports`].
@@ -16,6 +18,7 @@ pub mod airports;
 pub mod channel;
 pub mod dispatch;
 pub mod ingest;
+pub mod join;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -30,6 +30,10 @@ pub enum ErrorKind {
     /// A blocking finisher was called from inside a tokio runtime.
     #[error("a blocking finisher cannot run inside a tokio runtime: use the async form")]
     BlockingInRuntime,
+    /// The flow was stopped with [`FlowHandle::abort`](crate::FlowHandle::abort): its stages
+    /// stopped without finishing their work.
+    #[error("the flow was aborted")]
+    Aborted,
     /// The runtime for a blocking finisher could not be built.
     #[error("could not build a runtime: {0}")]
     Runtime(String),

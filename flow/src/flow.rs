@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use futures::Stream;
 use stage::{OptionError, ProducerRef};
+use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 use crate::logic::{Factory, Input as InputLogic, Then, uniq_op};
 use crate::materialise::{
-    AnyClock, Ctx, Feed, Input, Layer, Open, Source, SourceStart, Stages, Wiring,
+    AnyClock, Ctx, Feed, Input, Layer, Open, Source, SourceStart, Stages, Wiring, stage_name,
 };
 use crate::plan::{Node, NodeKind, Op, Plan, SourceKind};
 use crate::reduce::Reduced;
@@ -101,6 +102,17 @@ impl<T: Send + 'static> Layered<T> {
             }),
         }
     }
+}
+
+/// Drains the flow of `stages` once any of `tokens` is cancelled; the task ends with the flow.
+fn drain_on(tokens: Vec<CancellationToken>, stages: Stages) {
+    tokio::spawn(async move {
+        let cancelled = futures::future::select_all(tokens.iter().map(|t| Box::pin(t.cancelled())));
+        tokio::select! {
+            _ = cancelled => stages.drain(),
+            () = stages.exited() => {}
+        }
+    });
 }
 
 /// The most stages a layer may run: 65,536.
@@ -227,15 +239,19 @@ impl<T: Send + 'static> Flow<T> {
         Flow::source(
             SourceKind::Iters,
             n,
-            Box::new(move |dispatch, stages: &Stages| {
+            Box::new(move |dispatch, stages: &Stages, layer: usize| {
                 iters
                     .into_iter()
-                    .map(|iter| {
+                    .enumerate()
+                    .map(|(index, iter)| {
+                        let (name, span) = stage_name(layer, 'p', index);
                         let handle =
                             stage::producer(stage::IterProducer::new(iter).stop_on_cancel())
+                                .name(name)
+                                .parent_span(span)
                                 .dispatcher(dispatch())
                                 .start()?;
-                        stages.add(&handle);
+                        stages.add_source(&handle);
                         Ok(handle.producer())
                     })
                     .collect()
@@ -271,15 +287,19 @@ impl<T: Send + 'static> Flow<T> {
         Flow::source(
             SourceKind::Streams,
             n,
-            Box::new(move |dispatch, stages: &Stages| {
+            Box::new(move |dispatch, stages: &Stages, layer: usize| {
                 streams
                     .into_iter()
-                    .map(|s| {
+                    .enumerate()
+                    .map(|(index, s)| {
+                        let (name, span) = stage_name(layer, 'p', index);
                         let handle = stage::from_stream(s)
+                            .name(name)
+                            .parent_span(span)
                             .dispatcher(dispatch())
                             .stop_on_cancel()
                             .start()?;
-                        stages.add(&handle);
+                        stages.add_source(&handle);
                         Ok(handle.producer())
                     })
                     .collect()
@@ -372,7 +392,7 @@ impl<T: Send + 'static> Flow<T> {
         Flow::source(
             SourceKind::Stages,
             n,
-            Box::new(move |_, _: &Stages| Ok(producers)),
+            Box::new(move |_, _: &Stages, _| Ok(producers)),
         )
     }
 
@@ -478,7 +498,7 @@ impl<T: Send + 'static> Flow<T> {
                 }
                 Layer {
                     node: source.node,
-                    feed: Feed::Inputs(vec![Input::producers(source.start)]),
+                    feed: Feed::Inputs(vec![Input::producers(source.node, source.start)]),
                     logic: InputLogic::factory(),
                     window: StageWindow::default(),
                     clock: None,
@@ -517,13 +537,58 @@ impl<T: Send + 'static> Flow<T> {
     pub(crate) fn start(self, stages: &Stages) -> Result<Vec<ProducerRef<T>>, Error> {
         let Built { plan, open } = self.into_built()?;
         plan.validate()?;
-        open.start(
+        let started = open.start(
             Wiring::plain(),
             &Ctx {
                 plan: &plan,
                 stages,
             },
-        )
+        );
+        if started.is_err() {
+            // What did start has no consumer and would wait for one for ever.
+            stages.abort();
+        } else if !plan.cancel.is_empty() {
+            drain_on(plan.cancel, stages.clone());
+        }
+        started
+    }
+
+    /// Stops the flow gracefully when `token` is cancelled, whichever finisher runs it: its
+    /// sources stop taking in more, and everything already in the flow goes through it as if
+    /// the sources had run out (see [`FlowHandle::shutdown`](crate::FlowHandle::shutdown)). The finisher then returns as
+    /// for a flow that finished. Several tokens may be given; any of them stops the flow.
+    ///
+    /// Only the sources the flow owns stop: a flow over running producers
+    /// ([`from_stages`](Flow::from_stages)) goes on until they finish, so give them the same
+    /// token (`cancel_on` of their builders).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tokio_util::sync::CancellationToken;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let token = CancellationToken::new();
+    /// let mut stream = flow::Flow::from_iter(0u64..) // endless
+    ///     .stages(1)
+    ///     .reduce(|| 0u64, |n, _| *n += 1)
+    ///     .emit_state()
+    ///     .cancel_on(token.clone())
+    ///     .into_stream()
+    ///     .unwrap();
+    /// token.cancel();
+    /// // The count of every event that entered the flow, at its `Done` trigger.
+    /// let counted = futures::StreamExt::collect::<Vec<u64>>(&mut stream).await;
+    /// assert_eq!(counted.len(), 1);
+    /// assert!(stream.result().is_ok());
+    /// # }
+    /// ```
+    pub fn cancel_on(mut self, token: CancellationToken) -> Self {
+        if let Ok(built) = &mut self.inner {
+            built.plan.cancel.push(token);
+        }
+        self
     }
 
     /// Adds a per-batch operation to the current layer.

@@ -41,7 +41,7 @@ impl Triggers {
 }
 
 /// Feeds a batch to one window's logic, splitting it where `trigger_every` or a custom
-/// trigger fires (Flow rules T1, T4).
+/// trigger fires.
 #[allow(clippy::too_many_arguments)]
 fn feed_window<O>(
     logic: &mut Box<dyn Logic<O>>,
@@ -107,6 +107,9 @@ pub(crate) struct Fire(pub(crate) String);
 
 /// The consumer layer's stages are known: watermarks owed can go out.
 pub(crate) struct Wired;
+
+/// Stop reading the local source (a graceful stop of the flow): finish as if it had run out.
+pub(crate) struct Drain;
 
 /// Send the watermark now: every event emitted before it asked has been dispatched.
 pub(crate) struct MarkDue(u64);
@@ -1116,6 +1119,14 @@ impl<O: Send + 'static> Info<IdleCheck> for LayerStage<O> {
     }
 }
 
+impl<O: Send + 'static> Cast<Drain> for LayerStage<O> {
+    async fn handle_cast(&mut self, _: Drain, ctx: &mut Context<Self>) {
+        if self.local.is_some() {
+            self.finish(ctx);
+        }
+    }
+}
+
 impl<O: Send + 'static> Cast<Pull> for LayerStage<O> {
     async fn handle_cast(&mut self, _: Pull, ctx: &mut Context<Self>) {
         if let Some(local) = &mut self.local {
@@ -1130,6 +1141,9 @@ impl<O: Send + 'static> LayerStage<O> {
     /// batches at a time, then sends itself [`Pull`] to go on after the messages that arrived
     /// meanwhile; finishes the stage once the source is exhausted.
     fn pull(&mut self, ctx: &mut Context<Self>) {
+        if self.finished {
+            return;
+        }
         let mut out = Vec::new();
         for _ in 0..PULL_BATCHES {
             let Some(local) = &mut self.local else { return };

@@ -60,12 +60,69 @@
 //! closed by watermarks, with allowed lateness). `docs/semantics.md` in the repository has
 //! every rule, with where this library differs from Flow.
 //!
+//! # Event time
+//!
+//! A fixed window is done once every input of its stage has moved past it. Watermarks travel
+//! with the data: the stages feeding a fixed-window layer measure the event time of what they
+//! emit and send every stage of the layer their watermark, a value per batch, whichever stage
+//! their events went to. So a partition that no key reaches still closes its windows as time
+//! passes, and each producer of [`Flow::from_stages`] keeps its own watermark.
+//! [`Window::idle_timeout`] keeps a silent input from holding every window open;
+//! [`Window::on_late`] and [`Window::late_events`] hand over the events that come too late.
+//!
+//! # Joins and merges
+//!
+//! [`Flow::bounded_join`] and [`Flow::window_join`] join two flows by key ([`JoinKind`]:
+//! inner, left, right or full outer), each side partitioned over the join's stages; the
+//! operations written after a join run in its stages. [`Flow::merge`] and
+//! [`Flow::merge_partitioned`] start one layer that reads several flows.
+//!
+//! # The plan
+//!
+//! Building a flow builds a plan of sources and layers, checked as a whole when a finisher
+//! starts it; [`Flow::explain`] prints it (stages per layer, what each reads and how,
+//! dispatchers, windows, triggers, fused operations) without starting anything.
+//!
 //! # Running
 //!
-//! [`Flow::collect`], [`Flow::run`], [`Flow::into_stream`] and [`Flow::spawn`] run on the
-//! current tokio runtime; [`Flow::collect_blocking`] and [`Flow::run_blocking`] make one.
-//! [`Flow::into_stages`] and [`Flow::through_stages`] connect running stages. A panic in any
-//! closure fails the flow with [`ErrorKind::Failed`], and the finisher returns it.
+//! [`Flow::collect`], [`Flow::run`], [`Flow::into_stream`], [`Flow::into_sink`] and
+//! [`Flow::spawn`] run on the current tokio runtime; [`Flow::collect_blocking`] and
+//! [`Flow::run_blocking`] make one. [`Flow::into_stages`] and [`Flow::through_stages`]
+//! connect running stages. A panic in any closure fails the flow with [`ErrorKind::Failed`],
+//! and the finisher returns it, only once every stage of the flow has exited.
+//!
+//! [`FlowStream::trigger`] and [`FlowHandle::trigger`] fire a named trigger on every stage of
+//! a running flow.
+//!
+//! # Stopping a flow
+//!
+//! ```
+//! use tokio_util::sync::CancellationToken;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let token = CancellationToken::new();
+//! let running = flow::Flow::from_iter(0u64..) // endless
+//!     .map(|x| x * 2)
+//!     .cancel_on(token.clone())
+//!     .spawn();
+//! token.cancel(); // or running.shutdown(); running.abort() stops it without draining
+//! running.join().await.unwrap();
+//! # }
+//! ```
+//!
+//! [`FlowHandle::shutdown`] (or a token given to [`Flow::cancel_on`]) stops a flow gracefully:
+//! its sources stop taking in more, and every event already in the flow goes through it, its
+//! windows firing `Done` as at the end of the input. [`FlowHandle::abort`] stops every stage
+//! at once and drops what is in flight. Dropping a [`FlowStream`] stops its flow; dropping a
+//! [`FlowHandle`] does not (it detaches it, like tokio's `JoinHandle`).
+//!
+//! # Seeing into a flow
+//!
+//! Every stage of a flow is named after where it runs: `flow.L1.s0` is stage 0 of the node
+//! `explain` numbers `[1]` (`r` for a relay, `p` for a source's producer), and logs inside a
+//! `flow` span with its `layer` and `index`, around `stage`'s own span; [`stage::topology`]
+//! lists it under that name.
 //!
 //! # Performance
 //!

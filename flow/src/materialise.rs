@@ -19,7 +19,7 @@ use stage::{
 };
 
 use crate::error::Error;
-use crate::layer_stage::{Fire, LayerStage, Measure, Wired};
+use crate::layer_stage::{Drain, Fire, LayerStage, Measure, Wired};
 use crate::logic::{Factory, Input as InputLogic, Position};
 use crate::partition::Route;
 use crate::plan::{NodeId, Plan, SourceKind, relayed};
@@ -86,12 +86,19 @@ pub(crate) struct Ctx<'a> {
 /// Fires a named trigger on a stage of a layer; `false` once the stage has exited.
 type FireFn = Box<dyn Fn(&str) -> bool + Send + Sync>;
 
+/// Tells a stage something, whatever its type.
+type Signal = Box<dyn Fn() + Send + Sync>;
+
 /// One stage of a running flow, as the flow keeps track of it.
 struct Tracked {
     exit_reason: Box<dyn Fn() -> Option<stage::Reason> + Send + Sync>,
     stop: Box<dyn Fn(stage::Reason) + Send + Sync>,
+    /// Stops the stage now ([`stage::StageHandle::abort`]).
+    abort: Signal,
     /// Fires a named trigger on a stage of a layer.
     fire: Option<FireFn>,
+    /// Stops a stage that reads a source from taking in more (a graceful stop).
+    intake: Option<Signal>,
 }
 
 #[derive(Default)]
@@ -99,11 +106,18 @@ struct Registry {
     stages: Vec<Tracked>,
     /// The first abnormal exit, once one happened.
     failed: Option<stage::Reason>,
+    /// The flow was aborted.
+    aborted: bool,
+    /// The flow's sources were told to stop taking in more.
+    draining: bool,
 }
 
 /// Every stage a running flow started: a finisher reports the one that failed, and the first
 /// stage to fail stops all the others, so that a failure anywhere ends the whole flow (its
 /// stream ends and returns the error) instead of leaving stages waiting on one that is gone.
+/// It also stops the flow from outside: [`abort`](Stages::abort) stops every stage now,
+/// [`drain`](Stages::drain) stops only the stages that read sources from taking in more, so
+/// that what is already in the flow goes through it.
 ///
 /// A stage tells its consumers it has exited *before* its handle reports why, so the end of a
 /// flow's stream does not mean every exit is known yet: a finisher waits for
@@ -129,33 +143,67 @@ impl Stages {
         self.registry.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn add<S: Send + 'static>(&self, handle: &stage::StageHandle<S>) {
-        self.track(handle, None);
+    /// Adds a stage that reads a source (a producer over an iterator or a stream): a graceful
+    /// stop shuts it down, and it dispatches what it holds before it stops.
+    pub(crate) fn add_source<S: Send + 'static>(&self, handle: &stage::StageHandle<S>) {
+        let target = handle.clone();
+        let intake: Signal = Box::new(move || {
+            let _ = target.shutdown();
+        });
+        self.track(handle, None, Some(intake));
     }
 
-    /// Adds a stage of a layer, which also takes named triggers.
-    pub(crate) fn add_layer<O: Send + 'static>(&self, handle: &stage::StageHandle<LayerStage<O>>) {
+    /// Adds a stage of a layer, which also takes named triggers (and, when it reads a local
+    /// source, stops reading it on a graceful stop).
+    pub(crate) fn add_layer<O: Send + 'static>(
+        &self,
+        handle: &stage::StageHandle<LayerStage<O>>,
+        local: bool,
+    ) {
         let target = handle.clone();
         let fire = Box::new(move |name: &str| target.cast(Fire(name.to_owned())).is_ok());
-        self.track(handle, Some(fire));
+        let intake = local.then(|| {
+            let target = handle.clone();
+            Box::new(move || {
+                let _ = target.cast(Drain);
+            }) as Signal
+        });
+        self.track(handle, Some(fire), intake);
     }
 
-    fn track<S: Send + 'static>(&self, handle: &stage::StageHandle<S>, fire: Option<FireFn>) {
+    fn track<S: Send + 'static>(
+        &self,
+        handle: &stage::StageHandle<S>,
+        fire: Option<FireFn>,
+        intake: Option<Signal>,
+    ) {
         let probe = handle.clone();
         let stopper = handle.clone();
-        let failed = {
+        let aborter = handle.clone();
+        let (failed, aborted) = {
             let mut registry = self.lock();
+            if registry.draining {
+                if let Some(intake) = &intake {
+                    intake();
+                }
+            }
             registry.stages.push(Tracked {
                 exit_reason: Box::new(move || probe.exit_reason()),
                 stop: Box::new(move |reason| {
                     let _ = stopper.stop(reason);
                 }),
+                abort: Box::new(move || {
+                    let _ = aborter.abort();
+                }),
                 fire,
+                intake,
             });
-            registry.failed.clone()
+            (registry.failed.is_some(), registry.aborted)
         };
-        if failed.is_some() {
+        if failed {
             let _ = handle.stop(stage::Reason::Shutdown);
+        } else if aborted {
+            let _ = handle.abort();
         }
         // One watcher per stage, ending with it: the first abnormal exit stops the others,
         // and is recorded before the stage counts as exited.
@@ -176,6 +224,34 @@ impl Stages {
         let mut running = self.running.subscribe();
         // The sender lives as long as `self`: waiting cannot fail.
         let _ = running.wait_for(|n| *n == 0).await;
+    }
+
+    /// Stops every stage as soon as the handler it runs returns; what is in flight is
+    /// dropped. Stages started later stop at once.
+    pub(crate) fn abort(&self) {
+        let mut registry = self.lock();
+        registry.aborted = true;
+        // Downstream first (stages are added upstream first): a stage is aborted before any
+        // of its producers can end, so it never takes their end for the end of its input and
+        // fires its final triggers.
+        for stage in registry.stages.iter().rev() {
+            (stage.abort)();
+        }
+    }
+
+    /// Whether [`abort`](Stages::abort) was called.
+    pub(crate) fn aborted(&self) -> bool {
+        self.lock().aborted
+    }
+
+    /// Tells every stage that reads a source to stop taking in more: the sources end, and
+    /// the rest of the flow finishes what it holds as if they had run out.
+    pub(crate) fn drain(&self) {
+        let mut registry = self.lock();
+        registry.draining = true;
+        for intake in registry.stages.iter().filter_map(|s| s.intake.as_ref()) {
+            intake();
+        }
     }
 
     fn fail(&self, reason: stage::Reason) {
@@ -359,8 +435,20 @@ pub(crate) enum Open<T> {
 }
 
 /// Starts a source's producers of `T` with a dispatcher each.
+/// Starts a source's producers of `T` with a dispatcher each, naming them after the source's
+/// node number.
 pub(crate) type SourceStart<T> =
-    Box<dyn FnOnce(Dispatch<T>, &Stages) -> Result<Vec<ProducerRef<T>>, Error> + Send>;
+    Box<dyn FnOnce(Dispatch<T>, &Stages, usize) -> Result<Vec<ProducerRef<T>>, Error> + Send>;
+
+/// The name and parent span of stage `index` of node `layer`: `flow.L1.s0` is stage 0 of
+/// node [1] (as `explain` numbers them); `role` is `s` for a layer's stages, `r` for a relay,
+/// `p` for a source's producers. The span, `flow` with the layer and index, is the parent of
+/// the stage's own `stage` span, so every line a stage logs says where in the flow it runs.
+pub(crate) fn stage_name(layer: usize, role: char, index: usize) -> (String, tracing::Span) {
+    let name = format!("flow.L{layer}.{role}{index}");
+    let span = tracing::info_span!("flow", layer, index);
+    (name, span)
+}
 
 /// Producers with no operations: they feed the next layer directly (or through a relay each).
 pub(crate) struct Source<T> {
@@ -417,10 +505,10 @@ pub(crate) struct Input {
 
 impl Input {
     /// A source's producers, read by the layer's stages directly (a source with operations).
-    pub(crate) fn producers<T: Send + 'static>(start: SourceStart<T>) -> Input {
+    pub(crate) fn producers<T: Send + 'static>(node: NodeId, start: SourceStart<T>) -> Input {
         Input {
             start: Box::new(move |_, cx: &Ctx<'_>| {
-                Ok(start(demand(), cx.stages)?
+                Ok(start(demand(), cx.stages, cx.plan.index(node))?
                     .iter()
                     .map(ProducerRef::erase)
                     .collect())
@@ -495,10 +583,10 @@ impl<T: Send + 'static> Source<T> {
             .consumer(self.node)
             .is_some_and(|c| relayed(self.kind, c));
         if !relay {
-            return (self.start)(wiring.dispatch, cx.stages);
+            return (self.start)(wiring.dispatch, cx.stages, cx.plan.index(self.node));
         }
         let (max, min) = node.options.limits()?;
-        let producers = (self.start)(demand(), cx.stages)?;
+        let producers = (self.start)(demand(), cx.stages, cx.plan.index(self.node))?;
         // One relay per producer, so that each producer's progress stays its own.
         let count = producers.len();
         let mut relays = Vec::with_capacity(count);
@@ -510,7 +598,7 @@ impl<T: Send + 'static> Source<T> {
                 InputLogic::factory(),
             );
             let subscription = (producer.erase(), subscribe(max, min, None));
-            let handle = start_stage(stage, &wiring, Some(subscription), "relay", cx)?;
+            let handle = start_stage(stage, &wiring, Some(subscription), (self.node, 'r'), cx)?;
             relays.push(handle.producer());
         }
         Ok(relays)
@@ -536,14 +624,10 @@ fn start_stage<O: Send + 'static>(
     mut stage: LayerStage<O>,
     wiring: &Wiring<O>,
     subscriptions: impl IntoIterator<Item = (ProducerRef<Packet>, SubscribeOptions)>,
-    name: &str,
+    (node, role): (NodeId, char),
     cx: &Ctx<'_>,
 ) -> Result<stage::StageHandle<LayerStage<O>>, Error> {
-    let name = format!(
-        "flow {name} {}/{}",
-        stage.position().index,
-        stage.position().count
-    );
+    let (name, span) = stage_name(cx.plan.index(node), role, stage.position().index);
     let mut dispatcher = (wiring.dispatch)();
     if let (Some(clock), Some(marks)) = (&wiring.clock, &wiring.marks) {
         let counts = SentCounts::default();
@@ -553,24 +637,27 @@ fn start_stage<O: Send + 'static>(
         });
         stage = stage.measure(Measure::new(clock.clone(), counts, Arc::clone(marks)));
     }
-    let handle = if stage.is_local() {
+    let local = stage.is_local();
+    let handle = if local {
         // What a stage reads ahead of demand is at most one batch's output, held in its
         // buffer until asked for: never dropped.
         stage::producer(stage)
             .name(name)
+            .parent_span(span)
             .dispatcher(dispatcher)
             .buffer_size(BufferSize::Unbounded)
             .start()?
     } else {
         let mut builder = stage::producer_consumer(stage)
             .name(name)
+            .parent_span(span)
             .dispatcher(dispatcher);
         for (producer, opts) in subscriptions {
             builder = builder.subscribe_to(&producer, opts);
         }
         builder.start()?
     };
-    cx.stages.add_layer(&handle);
+    cx.stages.add_layer(&handle, local);
     if let Some(marks) = &wiring.marks {
         let target = handle.clone();
         marks.on_wired(Box::new(move || {
@@ -622,13 +709,19 @@ impl<T: Send + 'static> Layer<T> {
                         })
                     });
                     let stage = stage(index).marked(marked);
-                    handles.push(start_stage(stage, &wiring, subscriptions, "stage", cx)?);
+                    handles.push(start_stage(
+                        stage,
+                        &wiring,
+                        subscriptions,
+                        (self.node, 's'),
+                        cx,
+                    )?);
                 }
             }
             Feed::Local(chunks) => {
                 for index in 0..count {
                     let stage = stage(index).local(Arc::clone(&chunks));
-                    handles.push(start_stage(stage, &wiring, None, "stage", cx)?);
+                    handles.push(start_stage(stage, &wiring, None, (self.node, 's'), cx)?);
                 }
             }
         }

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use stage::{OptionError, SubscribeOptions};
+use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 use crate::flow::MAX_STAGES;
@@ -306,10 +307,12 @@ pub(crate) fn relayed(kind: SourceKind, consumer: &Node) -> bool {
     consumer.window.is_fixed() || (consumer.routes() && !kind.owned())
 }
 
-/// Every node of a flow, upstream first.
+/// Every node of a flow, upstream first, and the tokens that stop it.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Plan {
     nodes: BTreeMap<NodeId, Node>,
+    /// Cancelling any of these stops the flow gracefully ([`Flow::cancel_on`](crate::Flow::cancel_on)).
+    pub(crate) cancel: Vec<CancellationToken>,
 }
 
 impl Plan {
@@ -329,6 +332,12 @@ impl Plan {
     /// Takes in another flow's nodes (for a layer reading several flows).
     pub(crate) fn absorb(&mut self, other: Plan) {
         self.nodes.extend(other.nodes);
+        self.cancel.extend(other.cancel);
+    }
+
+    /// The node's number, as [`explain`](Plan::explain) prints it and stage names show it.
+    pub(crate) fn index(&self, id: NodeId) -> usize {
+        self.nodes.range(..id).count()
     }
 
     pub(crate) fn node(&self, id: NodeId) -> &Node {
@@ -470,6 +479,18 @@ impl Plan {
                     writeln!(out, "    emits to [{at}] through a {how}{marks}")
                 }
             };
+        }
+        if !self.cancel.is_empty() {
+            let n = self.cancel.len();
+            let _ = writeln!(
+                out,
+                "stops gracefully when {} cancelled",
+                if n == 1 {
+                    "its cancellation token is".to_owned()
+                } else {
+                    format!("any of its {n} cancellation tokens is")
+                }
+            );
         }
         out
     }

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use futures::Stream;
+use futures::{Sink, Stream};
 use stage::{
     AsProducer, CancelMode, Consumer, ConsumerStream, Producer, ProducerRef, StageHandle,
     SubscribeOptions,
@@ -168,6 +168,81 @@ impl<T: Send + 'static> Flow<T> {
         }
     }
 
+    /// Runs the flow into a [`Sink`], in the order each stage of the last layer emits: every
+    /// result is fed to the sink, which is flushed after each batch and closed at the end.
+    /// Returns once the sink has taken (and flushed) everything, or the flow failed.
+    ///
+    /// A tokio `mpsc::Sender` becomes a `Sink` with `tokio_util::sync::PollSender`. For a
+    /// sink that is not `Unpin`, pass `Box::pin(sink)`.
+    ///
+    /// # Back-pressure
+    ///
+    /// The sink is driven by a consumer stage ([`stage::into_sink`]) subscribed to every stage
+    /// of the last layer: it asks for another batch only once the sink has taken the last one,
+    /// so a slow sink slows the whole flow down, and nothing piles up in between.
+    ///
+    /// # Errors
+    ///
+    /// As [`collect`](Flow::collect); [`ErrorKind::Failed`] with [`Reason::Error`](stage::Reason::Error)
+    /// when the sink fails (the flow then stops, and the events of the batch the sink did not
+    /// take are lost).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures::StreamExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (tx, rx) = futures::channel::mpsc::channel::<u64>(4);
+    /// let (sent, got) = tokio::join!(
+    ///     flow::Flow::from_iter(1..=100u64).stages(1).map(|x| x * 2).into_sink(tx),
+    ///     rx.collect::<Vec<u64>>(),
+    /// );
+    /// sent.unwrap();
+    /// assert_eq!(got, (1..=100).map(|x| x * 2).collect::<Vec<_>>());
+    /// # }
+    /// ```
+    pub async fn into_sink<S>(self, sink: S) -> Result<(), Error>
+    where
+        S: Sink<T> + Send + Unpin + 'static,
+        S::Error: fmt::Display,
+    {
+        let stages = Stages::default();
+        let producers = self.start(&stages)?;
+        // Temporary: the sink's consumer neither stops when the first of several last stages
+        // finishes nor fails to subscribe to one that already has; it is shut down once every
+        // stage of the flow has exited. If it fails (the sink did), the last stages lose
+        // their only consumer and stop, and with them the flow.
+        let opts = SubscribeOptions::new().cancel(CancelMode::Temporary);
+        let mut builder = stage::into_sink(sink).name("flow.sink");
+        for producer in &producers {
+            builder = builder.subscribe_to(producer, opts.clone());
+        }
+        let consumer = match builder.start() {
+            Ok(consumer) => consumer,
+            Err(e) => {
+                stages.abort();
+                return Err(e.into());
+            }
+        };
+        // Dropping this future stops the flow, as dropping a stream does.
+        let mut guard = AbortOnDrop(Some(consumer.clone()));
+        stages.exited().await;
+        // Every last stage has exited, after sending what it had: the consumer has it all in
+        // its mailbox, ahead of this shutdown.
+        let _ = consumer.shutdown();
+        let sunk = consumer.join().await;
+        guard.0 = None;
+        if let Some(reason) = stages.failure() {
+            return Err(ErrorKind::Failed(reason).into());
+        }
+        if !sunk.is_normal() {
+            return Err(ErrorKind::Failed(sunk).into());
+        }
+        Ok(())
+    }
+
     /// Starts the flow feeding running consumers (or producer-consumers), each subscribed to
     /// every stage of the flow's last layer with `opts` (GenStage's `into_stages`).
     ///
@@ -281,10 +356,14 @@ impl<T: Send + 'static> FlowStream<T> {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Failed`] with the failing stage's reason.
+    /// [`ErrorKind::Failed`] with the failing stage's reason, [`ErrorKind::Aborted`] for a flow
+    /// stopped with [`FlowHandle::abort`].
     pub fn result(&self) -> Result<(), Error> {
         if let Some(reason) = self.stages.failure() {
             return Err(ErrorKind::Failed(reason).into());
+        }
+        if self.stages.aborted() {
+            return Err(ErrorKind::Aborted.into());
         }
         match self.inner.exit_reason() {
             Some(reason) if !reason.is_normal() => Err(ErrorKind::Failed(reason).into()),
@@ -371,6 +450,13 @@ impl<T: Send + 'static> Stream for FlowStream<T> {
 }
 
 /// A flow running as a task. Made by [`Flow::spawn`].
+///
+/// [`abort`](FlowHandle::abort) stops it now, [`shutdown`](FlowHandle::shutdown) stops it
+/// gracefully, [`join`](FlowHandle::join) waits for it.
+///
+/// Dropping the handle does not stop the flow: like tokio's `JoinHandle`, it detaches it,
+/// and the flow runs on until it finishes. To stop a flow whose handle is gone, give it a
+/// token with [`Flow::cancel_on`] before spawning it.
 pub struct FlowHandle {
     task: tokio::task::JoinHandle<Result<(), Error>>,
     stages: Stages,
@@ -422,15 +508,100 @@ impl FlowHandle {
         self.stages.fire(name)
     }
 
+    /// Stops the flow now: every stage stops as soon as the handler it is running returns
+    /// (for a stage handling a message of many events, between two of its batches), ahead of
+    /// the messages waiting for it. [`join`](FlowHandle::join) then returns
+    /// [`ErrorKind::Aborted`].
+    ///
+    /// # What happens to events in flight
+    ///
+    /// They are dropped: the events a stage had received and not handled, what it held in
+    /// its buffer, and what its windows had accumulated (no `Done` trigger fires). The
+    /// sources stop reading: an iterator or stream source is dropped with what it had not
+    /// yet produced.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flow::ErrorKind;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let running = flow::Flow::from_iter(0u64..).map(|x| x + 1).spawn(); // endless
+    /// running.abort();
+    /// assert!(matches!(running.join().await.unwrap_err().kind(), ErrorKind::Aborted));
+    /// # }
+    /// ```
+    pub fn abort(&self) {
+        self.stages.abort();
+    }
+
+    /// Stops the flow gracefully: its sources stop taking in more, and the rest of the flow
+    /// finishes as if they had run out. [`join`](FlowHandle::join) then returns as for a flow
+    /// that finished.
+    ///
+    /// # What happens to events in flight
+    ///
+    /// Nothing is lost that entered the flow: an iterator or stream source stops reading
+    /// (what it had not yet read stays unread) and sends on what it holds; a collection
+    /// source ([`Flow::from_vec`], [`Flow::from_shared`]) stops handing out batches. Every
+    /// event already taken in goes through every layer, each window fires its `Done`
+    /// trigger as at the end of the input, and what the triggers emit reaches the finisher.
+    /// Running producers the flow reads ([`Flow::from_stages`]) are not the flow's to stop:
+    /// the flow goes on until they finish (stop them with their own handles or tokens).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (seen, counted) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    /// let (s, c) = (Arc::clone(&seen), Arc::clone(&counted));
+    /// let running = flow::Flow::from_iter(0u64..) // endless
+    ///     .inspect(move |_| { s.fetch_add(1, Ordering::Relaxed); })
+    ///     .reduce(|| 0u64, |n, _| *n += 1)
+    ///     .on_trigger(move |n, _| { c.fetch_add(*n, Ordering::Relaxed); Vec::<u64>::new() })
+    ///     .spawn();
+    /// running.shutdown();
+    /// running.join().await.unwrap();
+    /// // Every event that entered the flow was counted at its `Done` trigger.
+    /// assert_eq!(counted.load(Ordering::Relaxed), seen.load(Ordering::Relaxed));
+    /// # }
+    /// ```
+    pub fn shutdown(&self) {
+        self.stages.drain();
+    }
+
+    /// Whether the flow has finished (the task that runs it has returned).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
     /// Waits for the flow to finish.
     ///
     /// # Errors
     ///
-    /// As [`Flow::run`]; [`ErrorKind::Failed`] if the task itself panicked or was cancelled.
+    /// As [`Flow::run`]; [`ErrorKind::Aborted`] after [`abort`](FlowHandle::abort);
+    /// [`ErrorKind::Failed`] if the task itself panicked or was cancelled.
     pub async fn join(self) -> Result<(), Error> {
         match self.task.await {
             Ok(result) => result,
             Err(e) => Err(ErrorKind::Failed(stage::Reason::error(e.to_string())).into()),
+        }
+    }
+}
+
+/// Aborts a consumer when dropped while it holds it (a finisher's future dropped before it
+/// finished).
+struct AbortOnDrop<S>(Option<StageHandle<S>>);
+
+impl<S> Drop for AbortOnDrop<S> {
+    fn drop(&mut self) {
+        if let Some(consumer) = self.0.take() {
+            let _ = consumer.abort();
         }
     }
 }
