@@ -50,19 +50,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::{Method, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use clap::Parser;
-use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
+use examples::site::Site;
 use stage::{
     CallError, CancelMode, Cast, Consumer, ConsumerSupervisor, Context, Producer, Reason,
     StageHandle, StartError, SubscribeOptions, SubscriptionId, SupervisorHandle,
 };
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 use tracing_subscriber::EnvFilter;
 
 /// Scrapes pages through a GenStage pipeline: producer -> 2 HEAD filters -> consumer supervisor.
@@ -496,76 +490,4 @@ async fn fetch(client: reqwest::Client, url: String, tally: Arc<Tally>) -> Resul
             Err(format!("GET {url}: {err}"))
         }
     }
-}
-
-// ----- the local test site -----
-
-/// The local test site: `/pages/{n}` for `n` in `1..=pages`.
-///
-/// Page `n` is offline when `n` is a multiple of 5 (404 when `n` is odd, 503 when even) and
-/// otherwise `256 * (1 + (37 * n) % 64)` bytes long; `tests/scraper.rs` relies on both rules.
-/// Every request (HEAD and GET) waits 0-50 ms, drawn from an RNG seeded with the site's seed,
-/// the page and the method, so a run's latencies do not depend on the order of its requests.
-#[derive(Debug, Clone, Copy)]
-struct Site {
-    pages: usize,
-    seed: u64,
-}
-
-impl Site {
-    fn status(n: usize) -> StatusCode {
-        match (n % 5, n % 2) {
-            (0, 1) => StatusCode::NOT_FOUND,
-            (0, _) => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::OK,
-        }
-    }
-
-    fn size(n: usize) -> usize {
-        256 * (1 + (37 * n) % 64)
-    }
-
-    fn latency(&self, n: usize, method: &Method) -> Duration {
-        let head = u64::from(*method == Method::HEAD);
-        let mut rng = StdRng::seed_from_u64(self.seed ^ ((n as u64) << 1) ^ head);
-        Duration::from_millis(rng.random_range(0..=50))
-    }
-
-    /// Starts serving on an ephemeral port of 127.0.0.1 and returns the pages' URLs.
-    async fn serve(self) -> std::io::Result<Vec<String>> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let app = Router::new()
-            .route("/pages/{n}", get(page))
-            .with_state(self);
-        tokio::spawn(async move {
-            if let Err(err) = axum::serve(listener, app).await {
-                warn!("the test site stopped: {err}");
-            }
-        });
-        info!(
-            "serving {} test pages at http://{addr}/pages/1..={}",
-            self.pages, self.pages
-        );
-        Ok((1..=self.pages)
-            .map(|n| format!("http://{addr}/pages/{n}"))
-            .collect())
-    }
-}
-
-/// Answers GET (and, through axum, HEAD) for one page of the test site.
-async fn page(State(site): State<Site>, Path(n): Path<usize>, method: Method) -> Response {
-    if n == 0 || n > site.pages {
-        return StatusCode::NOT_FOUND.into_response();
-    }
-    tokio::time::sleep(site.latency(n, &method)).await;
-    let status = Site::status(n);
-    if status != StatusCode::OK {
-        return status.into_response();
-    }
-    let mut body = format!("<!doctype html><title>Page {n}</title><p>").into_bytes();
-    let end = b"</p>\n";
-    body.resize(Site::size(n) - end.len(), b'.');
-    body.extend_from_slice(end);
-    body.into_response()
 }

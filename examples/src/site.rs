@@ -4,7 +4,7 @@
 //! when `n` is odd, 503 when even) and otherwise `256 * (1 + (37 * n) % 64)` bytes long; the
 //! examples' tests rely on both rules. Every request (HEAD and GET) waits 0-50 ms, drawn from
 //! the site's seed, the page and the method, so a run's latencies do not depend on the order
-//! of its requests. (The same site as `examples/scraper.rs`'s.)
+//! of its requests.
 
 use std::time::Duration;
 
