@@ -3,23 +3,12 @@
 //! submitter was held back by the channel.
 
 use std::collections::HashMap;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// The command for an example binary, which cargo builds before the integration tests:
-/// `target/<profile>/examples/<name>`, next to this test's `target/<profile>/deps/`.
-fn cmd_for_example(name: &str) -> Command {
-    let mut path = std::env::current_exe().expect("test binary path");
-    path.pop(); // the test binary
-    if path.ends_with("deps") {
-        path.pop();
-    }
-    let exe = path
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(exe.exists(), "example binary not built: {}", exe.display());
-    Command::new(exe)
-}
+mod support;
+
+use support::cmd_for_example;
 
 /// Runs the pool with `args` (and a timeout of its own, so a hang fails instead of blocking).
 fn run(args: &[&str]) -> Output {

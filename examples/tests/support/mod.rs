@@ -1,4 +1,4 @@
-//! What the tests of the `ingest` examples share: running a compiled example and reading its
+//! What the examples' tests share: running a compiled example and reading its
 //! `name: value` summary.
 #![allow(dead_code, unreachable_pub)]
 
