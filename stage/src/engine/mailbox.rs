@@ -2,8 +2,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
-
+use super::mail;
 use crate::address::{Ack, Asks, Downstream, Upstream};
 use crate::dispatcher::Contract;
 use crate::edge::{Edge, Pushed};
@@ -45,7 +44,7 @@ pub(crate) struct Subscription<O> {
 }
 
 /// The sending side of a stage's mailbox.
-pub(crate) struct Mailbox<S, O>(pub(crate) mpsc::UnboundedSender<Envelope<S, O>>);
+pub(crate) struct Mailbox<S, O>(pub(crate) mail::Sender<Envelope<S, O>>);
 
 impl<S, O> Clone for Mailbox<S, O> {
     fn clone(&self) -> Self {
@@ -63,7 +62,7 @@ impl<S: Send + 'static, O: Send + 'static> ControlTx<S> for Mailbox<S, O> {
     fn send(&self, control: Control<S>) -> Result<(), Control<S>> {
         self.0
             .send(Envelope::Control(Box::new(control)))
-            .map_err(|e| match e.0 {
+            .map_err(|e| match e {
                 Envelope::Control(control) => *control,
                 _ => unreachable!("sent a control"),
             })
@@ -145,7 +144,7 @@ impl<S: Send + 'static, O: Send + 'static> Upstream<O> for ProducerAddress<S, O>
         self.mailbox
             .0
             .send(Envelope::ConsumerCancel(Box::new((id, cancel, returned))))
-            .map_err(|e| match e.0 {
+            .map_err(|e| match e {
                 Envelope::ConsumerCancel(cancel) => cancel.2,
                 _ => unreachable!("sent a cancel"),
             })

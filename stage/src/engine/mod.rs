@@ -7,6 +7,7 @@
 
 mod downstream;
 pub(crate) mod drive;
+mod mail;
 pub(crate) mod mailbox;
 mod meter;
 mod upstream;
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use futures::FutureExt;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::time::{DelayQueue, delay_queue};
 use tracing::{debug, error, info, warn};
 
@@ -106,7 +107,7 @@ pub(crate) fn spawn<S: Send + 'static, D: Drive<S>>(
     setup: Setup<S, D::In, D::Out>,
     runtime: &tokio::runtime::Handle,
 ) -> StageHandle<S> {
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mail::channel();
     let (exit_tx, exit_rx) = watch::channel(None);
     let me = Mailbox(tx);
     let contract = setup.dispatcher.contract();
@@ -180,7 +181,7 @@ pub(crate) fn spawn<S: Send + 'static, D: Drive<S>>(
     handle
 }
 
-type Receiver<S, D> = mpsc::UnboundedReceiver<Envelope<S, <D as Drive<S>>::Out>>;
+type Receiver<S, D> = mail::Receiver<Envelope<S, <D as Drive<S>>::Out>>;
 
 impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
     async fn run(
@@ -245,8 +246,8 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
                         self.handle(envelope).await;
                         continue;
                     }
-                    Err(mpsc::error::TryRecvError::Empty) => {}
-                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                    Err(mail::TryRecvError::Empty) => {}
+                    Err(mail::TryRecvError::Disconnected) => {
                         self.deliver();
                         return Reason::Normal;
                     }
