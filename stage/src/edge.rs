@@ -65,14 +65,16 @@ impl<T> Edge<T> {
         self.lock().items.pop_front()
     }
 
-    /// How many items wait.
-    pub(crate) fn len(&self) -> usize {
-        self.lock().items.len()
-    }
-
     /// Moves every item into `into` (which the caller keeps, to reuse its allocation).
     pub(crate) fn drain_into(&self, into: &mut Vec<T>) {
         into.extend(self.lock().items.drain(..));
+    }
+
+    /// Moves every item into `into`, which must be empty: the two queues swap, so that no
+    /// item is moved and each keeps its allocation for the next time.
+    pub(crate) fn take_into(&self, into: &mut VecDeque<T>) {
+        debug_assert!(into.is_empty(), "taking into a queue that holds items");
+        std::mem::swap(&mut self.lock().items, into);
     }
 
     /// Stops taking items and returns those still queued.
@@ -98,6 +100,20 @@ mod tests {
         e.drain_into(&mut all);
         assert_eq!(all, [2, 3]);
         assert_eq!(e.push(4), Ok(Pushed::Wake), "empty again");
+    }
+
+    #[test]
+    fn taking_everything_empties_the_queue_so_that_the_next_push_wakes() {
+        let e = Edge::default();
+        e.push(1).unwrap();
+        e.push(2).unwrap();
+        let mut taken = VecDeque::new();
+        e.take_into(&mut taken);
+        assert_eq!(taken, [1, 2]);
+        assert_eq!(e.push(3), Ok(Pushed::Wake));
+        taken.clear();
+        e.take_into(&mut taken);
+        assert_eq!(taken, [3]);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use futures::task::AtomicWaker;
 
@@ -43,6 +43,11 @@ struct Shared<T> {
     waker: AtomicWaker,
 }
 
+/// How many messages in a row [`Receiver::poll_recv`] returns before it yields once, so that
+/// a stage whose mail never runs dry still lets the other tasks of its worker run. tokio's own
+/// channels do the same through its task budget, which is also 128.
+const STREAK: u32 = 128;
+
 impl<T> Shared<T> {
     fn lock(&self) -> MutexGuard<'_, Queue<T>> {
         // Nothing runs user code under the lock, and a push or swap cannot be left halfway.
@@ -60,6 +65,8 @@ pub(crate) struct Receiver<T> {
     shared: Arc<Shared<T>>,
     /// What was taken from the shared queue and not yet returned.
     taken: VecDeque<T>,
+    /// Messages `poll_recv` returned since it last returned `Pending`.
+    streak: u32,
 }
 
 /// A new, empty channel.
@@ -77,6 +84,7 @@ pub(crate) fn channel<T>() -> (Sender<T>, Receiver<T>) {
     let receiver = Receiver {
         shared: Arc::clone(&shared),
         taken: VecDeque::new(),
+        streak: 0,
     };
     (Sender(shared), receiver)
 }
@@ -91,7 +99,9 @@ impl<T> Sender<T> {
         let was_empty = queue.items.is_empty();
         queue.items.push_back(item);
         if was_empty {
-            self.0.ready.store(true, Ordering::SeqCst);
+            // Seen by a receiver that registers after the wake below: `AtomicWaker` orders its
+            // `register` and `wake`, and this store comes before the wake.
+            self.0.ready.store(true, Ordering::Release);
         }
         drop(queue);
         if was_empty {
@@ -144,38 +154,43 @@ impl<T> Receiver<T> {
     /// Moves what waits in the shared queue into `taken` (empty when called); whether there
     /// was anything.
     fn take(&mut self) -> bool {
-        if !self.shared.ready.load(Ordering::SeqCst) {
+        if !self.shared.ready.load(Ordering::Acquire) {
             return false;
         }
         let mut queue = self.shared.lock();
         std::mem::swap(&mut queue.items, &mut self.taken);
-        self.shared.ready.store(false, Ordering::SeqCst);
+        // Set and cleared only under the lock.
+        self.shared.ready.store(false, Ordering::Relaxed);
         drop(queue);
         !self.taken.is_empty()
     }
 
-    /// The next message, or `None` once every sender is gone and nothing waits. Takes part in
-    /// tokio's cooperative scheduling, as tokio's own channels do: a stage whose mail never
-    /// runs dry still lets the other tasks of its worker run.
+    /// The next message, or `None` once every sender is gone and nothing waits. After
+    /// [`STREAK`] messages in a row it yields once (wakes itself and returns `Pending`).
     pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
-        let coop = ready!(tokio::task::coop::poll_proceed(cx));
-        let polled = match self.try_recv() {
-            Ok(item) => Poll::Ready(Some(item)),
-            Err(TryRecvError::Disconnected) => Poll::Ready(None),
+        if self.streak >= STREAK {
+            self.streak = 0;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let item = match self.try_recv() {
+            Ok(item) => Some(item),
+            Err(TryRecvError::Disconnected) => None,
             Err(TryRecvError::Empty) => {
                 self.shared.waker.register(cx.waker());
                 // A send between the first look and the registration woke nobody.
                 match self.try_recv() {
-                    Ok(item) => Poll::Ready(Some(item)),
-                    Err(TryRecvError::Disconnected) => Poll::Ready(None),
-                    Err(TryRecvError::Empty) => Poll::Pending,
+                    Ok(item) => Some(item),
+                    Err(TryRecvError::Disconnected) => None,
+                    Err(TryRecvError::Empty) => {
+                        self.streak = 0;
+                        return Poll::Pending;
+                    }
                 }
             }
         };
-        if polled.is_ready() {
-            coop.made_progress();
-        }
-        polled
+        self.streak += 1;
+        Poll::Ready(item)
     }
 
     /// Waits for the next message; `None` once every sender is gone and nothing waits.
@@ -267,6 +282,40 @@ mod tests {
             .expect("recv ends")
             .unwrap();
         assert_eq!(got, [0, 1, 2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn a_receiver_whose_mail_never_runs_dry_yields_to_other_tasks() {
+        let (tx, mut rx) = channel();
+        for n in 0..STREAK * 3 {
+            tx.send(n).unwrap();
+        }
+        let ran = Arc::new(AtomicBool::new(false));
+        let other = tokio::spawn({
+            let ran = Arc::clone(&ran);
+            async move { ran.store(true, Ordering::Relaxed) }
+        });
+        let mut polls = 0;
+        let mut got = 0;
+        std::future::poll_fn(|cx| {
+            polls += 1;
+            while got < STREAK * 3 {
+                match rx.poll_recv(cx) {
+                    Poll::Ready(Some(_)) => got += 1,
+                    Poll::Ready(None) => unreachable!("a sender is alive"),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            Poll::Ready(())
+        })
+        .await;
+        assert_eq!(got, STREAK * 3);
+        assert_eq!(polls, 3, "one yield per {STREAK} messages");
+        assert!(
+            ran.load(Ordering::Relaxed),
+            "the other task ran while the receiver yielded"
+        );
+        other.await.unwrap();
     }
 
     #[test]

@@ -97,6 +97,9 @@ pub(crate) struct Engine<S, D: Drive<S>> {
     asks: Vec<usize>,
     /// The rest of a batch the stage was cutting when it was told to stop.
     unhandled: Vec<(SubscriptionId, Batch<D::In>)>,
+    /// Batches taken from the queue of subscription `arrived_from` and not yet handled.
+    arrived: std::collections::VecDeque<Batch<D::In>>,
+    arrived_from: SubscriptionId,
     events_out: u64,
     returned: u64,
     dropped: u64,
@@ -151,6 +154,8 @@ pub(crate) fn spawn<S: Send + 'static, D: Drive<S>>(
         timers: DelayQueue::new(),
         timer_keys: HashMap::new(),
         unhandled: Vec::new(),
+        arrived: std::collections::VecDeque::new(),
+        arrived_from: SubscriptionId::from_raw(0),
         asks: Vec::new(),
         events_out: 0,
         returned: 0,
@@ -569,6 +574,8 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
         rx.close();
         let mut unhandled = std::mem::take(&mut self.unhandled);
         unhandled.extend(self.inlet.take_waiting_events());
+        let from = self.arrived_from;
+        unhandled.extend(self.arrived.drain(..).map(|batch| (from, batch)));
         while let Ok(envelope) = rx.try_recv() {
             match envelope {
                 Envelope::Subscribe(subscription) => {

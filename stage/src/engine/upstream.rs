@@ -108,27 +108,25 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
         }
     }
 
-    /// The batches waiting in subscription `id`'s queue, each as one message, in order: those
-    /// that were there when the stage got to them. Batches that arrive meanwhile found the
-    /// queue busy and sent no wake-up, so the stage sends itself one: they are handled after
-    /// the messages that reached its mailbox in between (a stop, say) instead of before them.
+    /// The batches waiting in subscription `id`'s queue, each as one message, in order. They
+    /// are taken from the queue in one go, so batches that arrive while the stage handles them
+    /// find it empty and send their own wake-up: they are handled after the messages that
+    /// reached the mailbox in between (a stop, say) instead of before them. Until its turn, a
+    /// taken batch waits in `arrived`, where an exit finds it to give it back.
     pub(super) async fn batches_arrived(&mut self, id: SubscriptionId) {
-        let Some(waiting) = self.inlet.get(id).map(|up| up.queue.len()) else {
+        let Some(up) = self.inlet.get(id) else {
             return;
         };
-        for _ in 0..waiting {
-            if self.halted() {
-                return;
-            }
-            let Some(batch) = self.inlet.get(id).and_then(|up| up.queue.pop()) else {
-                return;
-            };
+        up.queue.take_into(&mut self.arrived);
+        self.arrived_from = id;
+        while let Some(batch) = self.arrived.pop_front() {
             if let Some(batch) = self.events_arrived(id, batch) {
                 self.consume(id, batch, false).await;
             }
-        }
-        if self.inlet.get(id).is_some_and(|up| up.queue.len() > 0) {
-            self.me.send(Envelope::Batches(id));
+            if self.halted() {
+                // What is left is given back to the producer when the stage exits.
+                return;
+            }
         }
     }
 
