@@ -65,11 +65,6 @@ impl<T> Edge<T> {
         self.lock().items.pop_front()
     }
 
-    /// Moves every item into `into` (which the caller keeps, to reuse its allocation).
-    pub(crate) fn drain_into(&self, into: &mut Vec<T>) {
-        into.extend(self.lock().items.drain(..));
-    }
-
     /// Moves every item into `into`, which must be empty: the two queues swap, so that no
     /// item is moved and each keeps its allocation for the next time.
     pub(crate) fn take_into(&self, into: &mut VecDeque<T>) {
@@ -96,8 +91,8 @@ mod tests {
         assert_eq!(e.push(2), Ok(Pushed::Queued));
         assert_eq!(e.pop(), Some(1));
         assert_eq!(e.push(3), Ok(Pushed::Queued), "2 still waits");
-        let mut all = Vec::new();
-        e.drain_into(&mut all);
+        let mut all = VecDeque::new();
+        e.take_into(&mut all);
         assert_eq!(all, [2, 3]);
         assert_eq!(e.push(4), Ok(Pushed::Wake), "empty again");
     }

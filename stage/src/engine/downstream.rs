@@ -52,12 +52,13 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
             return;
         };
         let mut asks = std::mem::take(&mut self.asks);
-        sink.asks.drain_into(&mut asks);
+        sink.asks.take_into(&mut asks);
         sink.asked = asks
             .iter()
             .fold(sink.asked, |total, &n| total.saturating_add(n as u64));
         for n in asks.drain(..) {
             if self.halted() {
+                // The rest are never answered: the stage is stopping.
                 break;
             }
             trace!(stage = %self.name, subscription = %id, demand = n, "asked");

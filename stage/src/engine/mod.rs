@@ -94,7 +94,7 @@ pub(crate) struct Engine<S, D: Drive<S>> {
     timers: DelayQueue<(TimerRef, Job<S>)>,
     timer_keys: HashMap<TimerRef, delay_queue::Key>,
     /// Asks drained from a consumer's queue, kept for the allocation.
-    asks: Vec<usize>,
+    asks: std::collections::VecDeque<usize>,
     /// The rest of a batch the stage was cutting when it was told to stop.
     unhandled: Vec<(SubscriptionId, Batch<D::In>)>,
     /// Batches taken from the queue of subscription `arrived_from` and not yet handled.
@@ -156,7 +156,7 @@ pub(crate) fn spawn<S: Send + 'static, D: Drive<S>>(
         unhandled: Vec::new(),
         arrived: std::collections::VecDeque::new(),
         arrived_from: SubscriptionId::from_raw(0),
-        asks: Vec::new(),
+        asks: std::collections::VecDeque::new(),
         events_out: 0,
         returned: 0,
         dropped: 0,
