@@ -152,6 +152,8 @@ impl<S> Context<S> {
     /// with [`cancel_timer`](Context::cancel_timer). It runs as soon as the delay is over,
     /// before any event or message that arrives later, and on tokio's clock, so a test on a
     /// paused clock (`tokio::time::pause`, with tokio's `test-util` feature) controls it exactly.
+    /// Any delay is accepted: one longer than a year (tokio's timers stop at about two) waits
+    /// in legs of a year each.
     pub fn send_after<M>(&mut self, delay: Duration, msg: M) -> TimerRef
     where
         S: Info<M>,

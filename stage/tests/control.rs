@@ -88,6 +88,25 @@ async fn a_timer_fires_once_at_its_time() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_timer_longer_than_tokios_timer_wheel_fires_at_its_time_or_is_cancelled() {
+    // tokio's timers take at most about two years; these wait three and a half.
+    let day = Duration::from_secs(24 * 3600);
+    let j = journal();
+    let c = stage::consumer(Clock::new(&j)).start().unwrap();
+    c.cast(Set("long", day * 1277)).unwrap();
+    c.cast(Set("cancelled", day * 1277)).unwrap();
+    c.cast(Set("short", Duration::from_millis(5))).unwrap();
+    tokio::time::sleep(day * 500).await;
+    // Cancelled after its first leg.
+    c.cast(CancelTimer(1)).unwrap();
+    tokio::time::sleep(day * 776).await;
+    assert_eq!(read(&j), ["short at 5"], "nothing fires early");
+    tokio::time::sleep(day * 2).await;
+    let ms = (day * 1277).as_millis();
+    assert_eq!(read(&j), ["short at 5".to_string(), format!("long at {ms}")]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_cancelled_timer_never_fires() {
     let j = journal();
     let c = stage::consumer(Clock::new(&j)).start().unwrap();

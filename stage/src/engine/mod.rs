@@ -40,6 +40,16 @@ use mailbox::{Envelope, Mailbox, ProducerAddress, Subscription};
 /// produced and looks at its timers.
 const BURST: usize = 16;
 
+/// The longest delay a timer waits in one go; a longer one waits in legs of this length.
+/// tokio's timer wheel takes delays of up to about two years.
+const TIMER_LEG: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+
+/// The first leg of a timer of `delay`, and what is left after it.
+fn timer_leg(delay: std::time::Duration) -> (std::time::Duration, std::time::Duration) {
+    let leg = delay.min(TIMER_LEG);
+    (leg, delay - leg)
+}
+
 /// How a stage is configured when it starts.
 pub(crate) struct Setup<S, I, O> {
     pub(crate) stage: S,
@@ -72,6 +82,8 @@ enum Woken<S, O> {
     Mail(Envelope<S, O>),
     Timer(Job<S>),
     Watchdog,
+    /// A long timer finished a leg and waits for the next.
+    Nothing,
 }
 
 pub(crate) struct Engine<S, D: Drive<S>> {
@@ -91,7 +103,8 @@ pub(crate) struct Engine<S, D: Drive<S>> {
     watchdog: Option<watchdog::Watchdog>,
     meter: meter::Meter,
     stop: Option<Reason>,
-    timers: DelayQueue<(TimerRef, Job<S>)>,
+    /// Each timer with its job and what is left of its delay after the leg it waits now.
+    timers: DelayQueue<(TimerRef, Job<S>, std::time::Duration)>,
     timer_keys: HashMap<TimerRef, delay_queue::Key>,
     /// Asks drained from a consumer's queue, kept for the allocation.
     asks: std::collections::VecDeque<usize>,
@@ -264,6 +277,7 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
                 Some(Woken::Mail(envelope)) => self.handle(envelope).await,
                 Some(Woken::Timer(job)) => self.run_job(job).await,
                 Some(Woken::Watchdog) => self.watch(),
+                Some(Woken::Nothing) => {}
                 None => return Reason::Normal,
             }
         }
@@ -319,9 +333,14 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
         tokio::select! {
             biased;
             Some(expired) = std::future::poll_fn(|cx| timers.poll_expired(cx)), if has_timers => {
-                let (timer, job) = expired.into_inner();
-                self.timer_keys.remove(&timer);
-                Some(Woken::Timer(job))
+                let (timer, job, left) = expired.into_inner();
+                if left.is_zero() {
+                    self.timer_keys.remove(&timer);
+                    return Some(Woken::Timer(job));
+                }
+                let (leg, left) = timer_leg(left);
+                self.timer_keys.insert(timer, timers.insert((timer, job, left), leg));
+                Some(Woken::Nothing)
             }
             () = watchdog::tick(watchdog), if has_watchdog => Some(Woken::Watchdog),
             envelope = rx.recv() => envelope.map(Woken::Mail),
@@ -471,7 +490,8 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
         for op in std::mem::take(&mut self.ctx.timers) {
             match op {
                 TimerOp::Start { timer, delay, job } => {
-                    let key = self.timers.insert((timer, job), delay);
+                    let (leg, left) = timer_leg(delay);
+                    let key = self.timers.insert((timer, job, left), leg);
                     self.timer_keys.insert(timer, key);
                 }
                 TimerOp::Cancel(timer) => {
