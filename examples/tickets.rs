@@ -141,7 +141,7 @@ async fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn print_summary(o: &tickets::Outcome) {
+fn print_summary(o: &tickets::RunSummary) {
     let b = &o.bookings;
     println!("published: {}", b.published);
     println!("acked: {}", b.acked);

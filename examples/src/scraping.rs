@@ -137,7 +137,7 @@ impl Default for Settings {
 
 /// What a run did.
 #[derive(Debug)]
-pub struct Outcome {
+pub struct RunSummary {
     /// Pages published.
     pub pages: u64,
     /// What the stages counted.
@@ -156,7 +156,7 @@ pub struct Outcome {
 pub async fn run(
     urls: Vec<String>,
     settings: &Settings,
-) -> Result<Outcome, Box<dyn std::error::Error>> {
+) -> Result<RunSummary, Box<dyn std::error::Error>> {
     let client = reqwest::Client::builder()
         .timeout(settings.get_timeout)
         .connect_timeout(settings.head_timeout)
@@ -183,7 +183,7 @@ pub async fn run(
     pages.publish(urls);
     pages.drained().await;
     let report = pipeline.shutdown(settings.deadline).await;
-    Ok(Outcome {
+    Ok(RunSummary {
         pages: n,
         tally,
         queue: pages.counts(),

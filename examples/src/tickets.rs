@@ -445,7 +445,7 @@ impl Handler for Notifications {
 
 /// What a run did.
 #[derive(Clone, Debug)]
-pub struct Outcome {
+pub struct RunSummary {
     /// The bookings queue's counts.
     pub bookings: QueueCounts,
     /// The notifications queue's counts.
@@ -482,7 +482,7 @@ fn window(settings: &Settings) -> Duration {
 pub async fn run(
     payloads: Vec<String>,
     settings: &Settings,
-) -> Result<Outcome, ingest::BuildError> {
+) -> Result<RunSummary, ingest::BuildError> {
     let tickets = Arc::new(Tickets::new(settings));
     let bookings = Queue::new("bookings");
     let notifications = Queue::new("notifications");
@@ -559,7 +559,7 @@ pub async fn run(
         .lock()
         .unwrap()
         .clone();
-    Ok(Outcome {
+    Ok(RunSummary {
         bookings: bookings.counts(),
         notifications: notifications.counts(),
         bookings_report,
