@@ -103,7 +103,10 @@ async fn a_timer_longer_than_tokios_timer_wheel_fires_at_its_time_or_is_cancelle
     assert_eq!(read(&j), ["short at 5"], "nothing fires early");
     tokio::time::sleep(day * 2).await;
     let ms = (day * 1277).as_millis();
-    assert_eq!(read(&j), ["short at 5".to_string(), format!("long at {ms}")]);
+    assert_eq!(
+        read(&j),
+        ["short at 5".to_string(), format!("long at {ms}")]
+    );
 }
 
 #[tokio::test(start_paused = true)]
