@@ -81,11 +81,16 @@ async fn no_task_left(before: usize) {
     .await;
 }
 
+/// How many tasks the runtime has alive now, to wait for [`no_task_left`] against.
+fn alive_tasks() -> usize {
+    tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abort_stops_every_stage_of_an_endless_flow_within_a_batch() {
-    let before = tokio::runtime::Handle::current()
-        .metrics()
-        .num_alive_tasks();
+    let before = alive_tasks();
     let seen = Seen::default();
     let handle = endless(&seen).spawn();
     running(&seen).await;
@@ -112,9 +117,7 @@ async fn abort_stops_every_stage_of_an_endless_flow_within_a_batch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_drains_an_endless_flow_and_counts_everything_that_entered() {
-    let before = tokio::runtime::Handle::current()
-        .metrics()
-        .num_alive_tasks();
+    let before = alive_tasks();
     let seen = Seen::default();
     let handle = endless(&seen).spawn();
     running(&seen).await;
@@ -138,9 +141,7 @@ async fn shutdown_drains_an_endless_flow_and_counts_everything_that_entered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_shuts_a_flow_down_whatever_runs_it() {
-    let before = tokio::runtime::Handle::current()
-        .metrics()
-        .num_alive_tasks();
+    let before = alive_tasks();
     // A spawned flow.
     let token = CancellationToken::new();
     let seen = Seen::default();
@@ -207,9 +208,7 @@ impl Gate {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_stops_a_collection_source_from_handing_out_more() {
     const LEN: usize = 1_000_000;
-    let before = tokio::runtime::Handle::current()
-        .metrics()
-        .num_alive_tasks();
+    let before = alive_tasks();
     let seen = Seen::default();
     let (entered, counted) = (Arc::clone(&seen.entered), Arc::clone(&seen.counted));
     let gate = Arc::new(Gate::default());

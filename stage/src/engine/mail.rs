@@ -26,18 +26,13 @@ pub(crate) enum TryRecvError {
 }
 
 #[derive(Debug)]
-struct Queue<T> {
-    items: VecDeque<T>,
-    closed: bool,
-}
-
-#[derive(Debug)]
 struct Shared<T> {
-    queue: Mutex<Queue<T>>,
+    queue: Mutex<VecDeque<T>>,
     /// Whether `queue` holds items: set by the send that finds it empty, cleared by the
     /// receiver when it takes them. Read without the lock.
     ready: AtomicBool,
-    /// Mirrors `Queue::closed`, for senders to read without the lock.
+    /// Set by the receiver under the lock, so that a send that holds the lock sees it; read
+    /// without the lock by `is_closed`.
     closed: AtomicBool,
     senders: AtomicUsize,
     waker: AtomicWaker,
@@ -49,7 +44,7 @@ struct Shared<T> {
 const STREAK: u32 = 128;
 
 impl<T> Shared<T> {
-    fn lock(&self) -> MutexGuard<'_, Queue<T>> {
+    fn lock(&self) -> MutexGuard<'_, VecDeque<T>> {
         // Nothing runs user code under the lock, and a push or swap cannot be left halfway.
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -72,10 +67,7 @@ pub(crate) struct Receiver<T> {
 /// A new, empty channel.
 pub(crate) fn channel<T>() -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
-        queue: Mutex::new(Queue {
-            items: VecDeque::new(),
-            closed: false,
-        }),
+        queue: Mutex::new(VecDeque::new()),
         ready: AtomicBool::new(false),
         closed: AtomicBool::new(false),
         senders: AtomicUsize::new(1),
@@ -93,11 +85,11 @@ impl<T> Sender<T> {
     /// Queues `item`; gives it back once the receiver has closed the channel.
     pub(crate) fn send(&self, item: T) -> Result<(), T> {
         let mut queue = self.0.lock();
-        if queue.closed {
+        if self.0.closed.load(Ordering::Relaxed) {
             return Err(item);
         }
-        let was_empty = queue.items.is_empty();
-        queue.items.push_back(item);
+        let was_empty = queue.is_empty();
+        queue.push_back(item);
         if was_empty {
             // Seen by a receiver that registers after the wake below: `AtomicWaker` orders its
             // `register` and `wake`, and this store comes before the wake.
@@ -135,20 +127,16 @@ impl<T> Drop for Sender<T> {
 impl<T> Receiver<T> {
     /// The oldest message, if one waits.
     pub(crate) fn try_recv(&mut self) -> Result<T, TryRecvError> {
-        if let Some(item) = self.taken.pop_front() {
-            return Ok(item);
-        }
-        if self.take() {
-            return Ok(self.taken.pop_front().expect("took a non-empty queue"));
-        }
-        if self.shared.senders.load(Ordering::Acquire) == 0 {
-            // The last send happened before the last sender went.
-            if self.take() {
-                return Ok(self.taken.pop_front().expect("took a non-empty queue"));
+        if self.taken.is_empty() && !self.take() {
+            if self.shared.senders.load(Ordering::Acquire) > 0 {
+                return Err(TryRecvError::Empty);
             }
-            return Err(TryRecvError::Disconnected);
+            // Every sender is gone, the last one after its last send: look once more.
+            if !self.take() {
+                return Err(TryRecvError::Disconnected);
+            }
         }
-        Err(TryRecvError::Empty)
+        Ok(self.taken.pop_front().expect("took a non-empty queue"))
     }
 
     /// Moves what waits in the shared queue into `taken` (empty when called); whether there
@@ -158,7 +146,7 @@ impl<T> Receiver<T> {
             return false;
         }
         let mut queue = self.shared.lock();
-        std::mem::swap(&mut queue.items, &mut self.taken);
+        std::mem::swap(&mut *queue, &mut self.taken);
         // Set and cleared only under the lock.
         self.shared.ready.store(false, Ordering::Relaxed);
         drop(queue);
@@ -173,24 +161,19 @@ impl<T> Receiver<T> {
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
-        let item = match self.try_recv() {
-            Ok(item) => Some(item),
-            Err(TryRecvError::Disconnected) => None,
-            Err(TryRecvError::Empty) => {
-                self.shared.waker.register(cx.waker());
-                // A send between the first look and the registration woke nobody.
-                match self.try_recv() {
-                    Ok(item) => Some(item),
-                    Err(TryRecvError::Disconnected) => None,
-                    Err(TryRecvError::Empty) => {
-                        self.streak = 0;
-                        return Poll::Pending;
-                    }
-                }
+        let mut received = self.try_recv();
+        if matches!(received, Err(TryRecvError::Empty)) {
+            self.shared.waker.register(cx.waker());
+            // A send between the first look and the registration woke nobody.
+            received = self.try_recv();
+            if matches!(received, Err(TryRecvError::Empty)) {
+                self.streak = 0;
+                return Poll::Pending;
             }
-        };
+        }
         self.streak += 1;
-        Poll::Ready(item)
+        // `Disconnected` is the end.
+        Poll::Ready(received.ok())
     }
 
     /// Waits for the next message; `None` once every sender is gone and nothing waits.
@@ -200,8 +183,7 @@ impl<T> Receiver<T> {
 
     /// Refuses further sends; what was sent before can still be received.
     pub(crate) fn close(&mut self) {
-        let mut queue = self.shared.lock();
-        queue.closed = true;
+        let _queue = self.shared.lock();
         self.shared.closed.store(true, Ordering::Release);
     }
 }
@@ -210,7 +192,7 @@ impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
         self.close();
         // Dropped outside the lock: a message's drop may send to this very channel.
-        let left = std::mem::take(&mut self.shared.lock().items);
+        let left = std::mem::take(&mut *self.shared.lock());
         drop(left);
     }
 }
