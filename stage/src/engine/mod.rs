@@ -477,8 +477,13 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
                 reply();
             }
         }
-        for (id, n) in std::mem::take(&mut self.ctx.asks) {
-            self.ask_upstream(id, n);
+        if !self.ctx.asks.is_empty() {
+            // Drained, not taken, so that the next handler's asks find room.
+            let mut asks = std::mem::take(&mut self.ctx.asks);
+            for (id, n) in asks.drain(..) {
+                self.ask_upstream(id, n);
+            }
+            self.ctx.asks = asks;
         }
         for (id, reason) in std::mem::take(&mut self.ctx.cancels) {
             // Through the mailbox, after what is already in it.
