@@ -212,32 +212,8 @@ impl<H: Handler> ProcessorStage<H> {
                 return;
             }
         }
-        self.results.clear();
-        let mut handled = len;
-        for (i, msg) in chunk.iter_mut().enumerate() {
-            if msg.is_failed() {
-                self.results.push(None);
-                continue;
-            }
-            // TRACE, so that it costs a level check per message unless asked for.
-            let span = trace_span!("ingest.message", attempt = msg.attempt());
-            let call = handler.handle_message(msg, &self.ctx).instrument(span);
-            match guarded(call, &self.kill).await {
-                Guarded::Done(Ok(out)) => self.results.push((!msg.is_failed()).then_some(out)),
-                Guarded::Done(Err(failure)) => {
-                    msg.fail(failure);
-                    self.results.push(None);
-                }
-                Guarded::Panicked(panic) => {
-                    msg.fail(Failure::panic(&panic));
-                    self.results.push(None);
-                }
-                Guarded::Killed => {
-                    handled = i;
-                    break;
-                }
-            }
-        }
+        let handled =
+            Self::handle_messages(handler, &self.ctx, &self.kill, chunk, &mut self.results).await;
         let killed = handled < len;
         let mut out = Vec::new();
         if self.has_batchers && !killed {
@@ -326,6 +302,53 @@ impl<H: Handler> ProcessorStage<H> {
         if !out.is_empty() {
             ctx.emit(out);
         }
+    }
+
+    /// Runs `handle_message` on each message of `chunk` not failed yet, recording each one's
+    /// result in `results`; returns how many it got through (fewer than all when the stage was
+    /// killed). One guard covers the run of calls: after a panic the run goes on from the
+    /// message after the one that panicked, so a panic costs a new guard and a success none.
+    async fn handle_messages(
+        handler: &H,
+        ctx: &Context,
+        kill: &KillSwitch,
+        chunk: &mut [Message<H::In>],
+        results: &mut Vec<Option<H::Out>>,
+    ) -> usize {
+        results.clear();
+        while results.len() < chunk.len() {
+            let start = results.len();
+            let run = async {
+                for msg in &mut chunk[start..] {
+                    if kill.is_killed() {
+                        return;
+                    }
+                    if msg.is_failed() {
+                        results.push(None);
+                        continue;
+                    }
+                    // TRACE, so that it costs a level check per message unless asked for.
+                    let span = trace_span!("ingest.message", attempt = msg.attempt());
+                    match handler.handle_message(msg, ctx).instrument(span).await {
+                        Ok(out) => results.push((!msg.is_failed()).then_some(out)),
+                        Err(failure) => {
+                            msg.fail(failure);
+                            results.push(None);
+                        }
+                    }
+                }
+            };
+            match guarded(run, kill).await {
+                Guarded::Done(()) if results.len() < chunk.len() => break,
+                Guarded::Done(()) => {}
+                Guarded::Panicked(panic) => {
+                    chunk[results.len()].fail(Failure::panic(&panic));
+                    results.push(None);
+                }
+                Guarded::Killed => break,
+            }
+        }
+        results.len()
     }
 
     /// Sets a timer for each group of messages that wait the same time.
