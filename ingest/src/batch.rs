@@ -119,10 +119,11 @@ impl<T> Batches<T> {
     ) {
         let mut run = run.into_iter().peekable();
         while run.peek().is_some() {
-            if !self.open.contains_key(slot) {
+            // One lookup while the slot's batch is open; a second after opening it.
+            let Some(open) = self.open.get_mut(slot) else {
                 self.open_slot(slot, now, out);
-            }
-            let open = self.open.get_mut(slot).expect("opened above");
+                continue;
+            };
             let room = self.size - open.messages.len();
             let before = open.messages.len();
             open.messages.extend(run.by_ref().take(room));
@@ -144,10 +145,10 @@ impl<T> Batches<T> {
     ) {
         let mut messages = messages.into_iter();
         while messages.len() > 0 {
-            if !self.open.contains_key(slot) {
+            let Some(open) = self.open.get_mut(slot) else {
                 self.open_slot(slot, now, out);
-            }
-            let open = self.open.get_mut(slot).expect("opened above");
+                continue;
+            };
             let take = (self.size - open.messages.len()).min(messages.len());
             open.messages.extend(messages.by_ref().take(take));
             self.open_messages += take;
