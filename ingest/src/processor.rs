@@ -319,6 +319,7 @@ impl<H: Handler> ProcessorStage<H> {
         while results.len() < chunk.len() {
             let start = results.len();
             let run = async {
+                let mut traced = true;
                 for msg in &mut chunk[start..] {
                     if kill.is_killed() {
                         return;
@@ -327,9 +328,18 @@ impl<H: Handler> ProcessorStage<H> {
                         results.push(None);
                         continue;
                     }
-                    // TRACE, so that it costs a level check per message unless asked for.
-                    let span = trace_span!("ingest.message", attempt = msg.attempt());
-                    match handler.handle_message(msg, ctx).instrument(span).await {
+                    // A TRACE span per message when they are enabled. Whether they are is
+                    // asked once per run: the first disabled span turns them off for the rest.
+                    let span = traced
+                        .then(|| trace_span!("ingest.message", attempt = msg.attempt()))
+                        .filter(|span| !span.is_disabled());
+                    traced = span.is_some();
+                    let call = handler.handle_message(msg, ctx);
+                    let result = match span {
+                        Some(span) => call.instrument(span).await,
+                        None => call.await,
+                    };
+                    match result {
                         Ok(out) => results.push((!msg.is_failed()).then_some(out)),
                         Err(failure) => {
                             msg.fail(failure);
