@@ -318,11 +318,12 @@ impl<H: Handler> ProcessorStage<H> {
         results.clear();
         while results.len() < chunk.len() {
             let start = results.len();
+            // Whether the stage was killed before the run got through.
             let run = async {
                 let mut traced = true;
                 for msg in &mut chunk[start..] {
                     if kill.is_killed() {
-                        return;
+                        return true;
                     }
                     if msg.is_failed() {
                         results.push(None);
@@ -347,15 +348,15 @@ impl<H: Handler> ProcessorStage<H> {
                         }
                     }
                 }
+                false
             };
             match guarded(run, kill).await {
-                Guarded::Done(()) if results.len() < chunk.len() => break,
-                Guarded::Done(()) => {}
+                Guarded::Done(false) => {}
+                Guarded::Done(true) | Guarded::Killed => break,
                 Guarded::Panicked(panic) => {
                     chunk[results.len()].fail(Failure::panic(&panic));
                     results.push(None);
                 }
-                Guarded::Killed => break,
             }
         }
         results.len()

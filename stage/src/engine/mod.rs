@@ -477,22 +477,23 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
                 reply();
             }
         }
+        // The context's queues are drained, not taken, so that the next handler's requests
+        // find room instead of allocating.
         if !self.ctx.asks.is_empty() {
-            // Drained, not taken, so that the next handler's asks find room.
             let mut asks = std::mem::take(&mut self.ctx.asks);
             for (id, n) in asks.drain(..) {
                 self.ask_upstream(id, n);
             }
             self.ctx.asks = asks;
         }
-        for (id, reason) in std::mem::take(&mut self.ctx.cancels) {
+        for (id, reason) in self.ctx.cancels.drain(..) {
             // Through the mailbox, after what is already in it.
             self.me
                 .send(Envelope::Control(Box::new(Control::CancelSubscription(
                     id, reason,
                 ))));
         }
-        for op in std::mem::take(&mut self.ctx.timers) {
+        for op in self.ctx.timers.drain(..) {
             match op {
                 TimerOp::Start { timer, delay, job } => {
                     let (leg, left) = timer_leg(delay);
