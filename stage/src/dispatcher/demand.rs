@@ -288,4 +288,53 @@ mod tests {
         assert_eq!(sent.len(), 1);
         let _ = b;
     }
+
+    proptest::proptest! {
+        /// Consumers stay in order of demand, highest first and first come first among
+        /// equals, through any asks and dispatches: the order a sort by (demand, first
+        /// reaching it) gives, kept here as a model.
+        #[test]
+        fn consumers_stay_in_order_of_demand_fifo_among_ties(
+            ops in proptest::collection::vec((0u64..4, 0usize..6, proptest::bool::ANY), 1..60),
+        ) {
+            let mut d = DemandDispatcher::<u8>::new();
+            let mut out = Outbox::new();
+            // The model: (demand, when it reached that demand, id).
+            let mut model: Vec<(usize, usize, SubscriptionId)> = Vec::new();
+            for raw in 0..4 {
+                let id = SubscriptionId::from_raw(raw);
+                d.subscribe(id, &SubscribeOptions::new(), &mut out).unwrap();
+                model.push((0, raw as usize, id));
+            }
+            let mut step = 4;
+            for (raw, n, dispatch) in ops {
+                step += 1;
+                if dispatch {
+                    d.dispatch(vec![0; n], &mut out);
+                    let mut left = n;
+                    while left > 0 {
+                        model.sort_by_key(|&(demand, at, _)| (std::cmp::Reverse(demand), at));
+                        let head = &mut model[0];
+                        if head.0 == 0 {
+                            break;
+                        }
+                        let taken = head.0.min(left);
+                        head.0 -= taken;
+                        head.1 = step;
+                        step += 1;
+                        left -= taken;
+                    }
+                } else if n > 0 {
+                    let id = SubscriptionId::from_raw(raw);
+                    d.ask(id, n, &mut out);
+                    let entry = model.iter_mut().find(|e| e.2 == id).unwrap();
+                    entry.0 += n;
+                    entry.1 = step;
+                }
+                model.sort_by_key(|&(demand, at, _)| (std::cmp::Reverse(demand), at));
+                let want: Vec<_> = model.iter().map(|&(demand, _, id)| (demand, id)).collect();
+                proptest::prop_assert_eq!(&d.consumers, &want);
+            }
+        }
+    }
 }
