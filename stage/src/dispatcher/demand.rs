@@ -299,39 +299,38 @@ mod tests {
         ) {
             let mut d = DemandDispatcher::<u8>::new();
             let mut out = Outbox::new();
-            // The model: (demand, when it reached that demand, id).
-            let mut model: Vec<(usize, usize, SubscriptionId)> = Vec::new();
+            // The model: (demand, when it last changed, id), in the dispatcher's order once
+            // sorted.
+            let mut model: Vec<(usize, u64, SubscriptionId)> = Vec::new();
+            let mut clock = 0;
             for raw in 0..4 {
                 let id = SubscriptionId::from_raw(raw);
                 d.subscribe(id, &SubscribeOptions::new(), &mut out).unwrap();
-                model.push((0, raw as usize, id));
+                clock += 1;
+                model.push((0, clock, id));
             }
-            let mut step = 4;
+            let sort = |model: &mut Vec<(usize, u64, SubscriptionId)>| {
+                model.sort_by_key(|&(demand, at, _)| (std::cmp::Reverse(demand), at));
+            };
             for (raw, n, dispatch) in ops {
-                step += 1;
                 if dispatch {
                     d.dispatch(vec![0; n], &mut out);
                     let mut left = n;
-                    while left > 0 {
-                        model.sort_by_key(|&(demand, at, _)| (std::cmp::Reverse(demand), at));
-                        let head = &mut model[0];
-                        if head.0 == 0 {
-                            break;
-                        }
-                        let taken = head.0.min(left);
-                        head.0 -= taken;
-                        head.1 = step;
-                        step += 1;
+                    while left > 0 && model[0].0 > 0 {
+                        let taken = model[0].0.min(left);
+                        clock += 1;
+                        model[0] = (model[0].0 - taken, clock, model[0].2);
                         left -= taken;
+                        sort(&mut model);
                     }
                 } else if n > 0 {
                     let id = SubscriptionId::from_raw(raw);
                     d.ask(id, n, &mut out);
                     let entry = model.iter_mut().find(|e| e.2 == id).unwrap();
-                    entry.0 += n;
-                    entry.1 = step;
+                    clock += 1;
+                    *entry = (entry.0 + n, clock, id);
+                    sort(&mut model);
                 }
-                model.sort_by_key(|&(demand, at, _)| (std::cmp::Reverse(demand), at));
                 let want: Vec<_> = model.iter().map(|&(demand, _, id)| (demand, id)).collect();
                 proptest::prop_assert_eq!(&d.consumers, &want);
             }
