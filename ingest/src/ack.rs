@@ -330,8 +330,15 @@ impl fmt::Debug for Acker {
 /// the message as `Nack { requeue: true }` through a task.
 pub(crate) struct AckSlot(Slot);
 
+/// The two spent states share one variant, so that the slot fits in the acknowledger's own
+/// pointer niche: 24 bytes instead of 32, which keeps a `Message<u64>` within the 128 bytes
+/// that a move copies inline rather than through `memcpy`.
 enum Slot {
     Pending(Acker, u64),
+    Spent(Spent),
+}
+
+enum Spent {
     /// Settled early, by `ack_now`: as `Ack`.
     Early,
     /// Taken by the pipeline to settle.
@@ -358,15 +365,16 @@ impl AckSlot {
 
     /// Takes the acknowledger to settle the message; the slot is spent.
     pub(crate) fn take(&mut self) -> Taken {
-        match std::mem::replace(&mut self.0, Slot::Taken) {
+        match std::mem::replace(&mut self.0, Slot::Spent(Spent::Taken)) {
             Slot::Pending(acker, tag) => Taken::Pending(acker, tag),
-            Slot::Early => Taken::Early,
-            Slot::Taken => Taken::Gone,
+            Slot::Spent(Spent::Early) => Taken::Early,
+            Slot::Spent(Spent::Taken) => Taken::Gone,
         }
     }
 
     pub(crate) async fn settle_now(&mut self) -> Result<(), AckError> {
-        let Slot::Pending(acker, tag) = std::mem::replace(&mut self.0, Slot::Early) else {
+        let Slot::Pending(acker, tag) = std::mem::replace(&mut self.0, Slot::Spent(Spent::Early))
+        else {
             return Ok(());
         };
         let settled = vec![Settlement {
@@ -390,8 +398,8 @@ impl fmt::Debug for AckSlot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
             Slot::Pending(_, tag) => write!(f, "pending({tag})"),
-            Slot::Early => f.write_str("acked early"),
-            Slot::Taken => f.write_str("settled"),
+            Slot::Spent(Spent::Early) => f.write_str("acked early"),
+            Slot::Spent(Spent::Taken) => f.write_str("settled"),
         }
     }
 }
