@@ -282,23 +282,31 @@ impl<H: Handler> ProcessorStage<H> {
             )
             .await;
         }
-        if !failed.is_empty() && !killed {
-            if let Guarded::Panicked(panic) =
-                guarded(handler.handle_failed(&mut failed, &self.ctx), &self.kill).await
-            {
-                error!(stage = %self.ctx.stage, %panic, "handle_failed panicked; the failures stand as they were");
+        // The common chunk fails nothing and settles nothing here (its messages go on to a
+        // batcher): the checks come first, so that it builds none of the futures below.
+        if !failed.is_empty() {
+            if !killed {
+                if let Guarded::Panicked(panic) =
+                    guarded(handler.handle_failed(&mut failed, &self.ctx), &self.kill).await
+                {
+                    error!(stage = %self.ctx.stage, %panic, "handle_failed panicked; the failures stand as they were");
+                }
             }
+            settle_failed(
+                failed,
+                shared.sink_in.as_ref(),
+                &self.ctx.stage,
+                &mut self.settle,
+                &shared.stats,
+            )
+            .await;
         }
-        settle_failed(
-            failed,
-            shared.sink_in.as_ref(),
-            &self.ctx.stage,
-            &mut self.settle,
-            &shared.stats,
-        )
-        .await;
-        self.settle.flush(&shared.stats, &self.ctx.stage).await;
-        self.wait_to_retry(retries, ctx);
+        if !self.settle.is_clear() {
+            self.settle.flush(&shared.stats, &self.ctx.stage).await;
+        }
+        if !retries.is_empty() {
+            self.wait_to_retry(retries, ctx);
+        }
         if !out.is_empty() {
             ctx.emit(out);
         }

@@ -264,10 +264,15 @@ impl Settle {
         self.hint = n;
     }
 
+    /// Whether nothing waits to be flushed.
+    pub(crate) fn is_clear(&self) -> bool {
+        self.groups.is_empty() && self.acked == 0 && self.failed == 0 && self.abandoned == 0
+    }
+
     /// Calls each acknowledger once with its group, and adds to the counters. A failing
     /// acknowledger is logged and counted; the other groups go ahead regardless.
     pub(crate) async fn flush(&mut self, stats: &Stats, stage: &str) {
-        if self.groups.is_empty() && self.acked == 0 && self.failed == 0 && self.abandoned == 0 {
+        if self.is_clear() {
             return;
         }
         for (acker, settled) in self.groups.drain(..) {
