@@ -143,6 +143,15 @@ impl<T> Batches<T> {
         now: &mut Now,
         out: &mut Vec<Effect<T>>,
     ) {
+        // Most often the run fits in the open batch without filling it: one move of the lot.
+        if let Some(open) = self.open.get_mut(slot) {
+            if messages.len() < self.size - open.messages.len() {
+                self.open_messages += messages.len();
+                let mut messages = messages;
+                open.messages.append(&mut messages);
+                return;
+            }
+        }
         let mut messages = messages.into_iter();
         while messages.len() > 0 {
             let Some(open) = self.open.get_mut(slot) else {
