@@ -407,10 +407,20 @@ mod tests {
         b.push_all(&default_slot(), msgs(0..2), &mut Now::at(now), &mut out_b);
         a.push_run(&default_slot(), msgs(2..10), &mut Now::at(now), &mut out_a);
         b.push_all(&default_slot(), msgs(2..10), &mut Now::at(now), &mut out_b);
+        // Into the open batch of one: a run that fits without filling it, then one that fills it.
+        for run in [10..11, 11..12] {
+            a.push_run(
+                &default_slot(),
+                msgs(run.clone()),
+                &mut Now::at(now),
+                &mut out_a,
+            );
+            b.push_all(&default_slot(), msgs(run), &mut Now::at(now), &mut out_b);
+        }
         let (batches_a, batches_b) = (emitted(&mut out_a), emitted(&mut out_b));
         assert_eq!(batches_a, batches_b);
-        assert_eq!(batches_b.len(), 3);
-        assert_eq!((a.open_messages(), b.open_messages()), (1, 1));
+        assert_eq!(batches_b.len(), 4);
+        assert_eq!((a.open_messages(), b.open_messages()), (0, 0));
     }
 
     #[test]
