@@ -226,7 +226,21 @@ impl<T: Send + 'static, M> Outlet<T, M> {
     /// Acts on what the dispatcher asked for until nothing changes: released infos become
     /// ready, new upstream demand drains the buffer and then goes to `handle_demand`, and
     /// capacity regained without demand (a consumer's pending demand netted) drains the buffer.
+    #[inline]
     fn settle(&mut self) {
+        // Most often (events dispatched straight from a handler) there is nothing to act on:
+        // checked inline, so that the common step does not pay for the loop's call.
+        if self.out.has_released()
+            || !self.due.is_empty()
+            || self.out.has_demand()
+            || !self.buffer.is_empty()
+        {
+            self.settle_all();
+        }
+    }
+
+    /// [`settle`](Outlet::settle)'s loop.
+    fn settle_all(&mut self) {
         loop {
             if self.out.has_released() {
                 for token in self.out.take_released() {
@@ -279,7 +293,16 @@ impl<T: Send + 'static, M> Outlet<T, M> {
     }
 
     /// Dispatches from the buffer while the dispatcher has room. Returns how many went out.
+    #[inline]
     fn drain(&mut self) -> usize {
+        if self.buffer.is_empty() {
+            return 0;
+        }
+        self.drain_buffer()
+    }
+
+    /// [`drain`](Outlet::drain) of a buffer that holds something.
+    fn drain_buffer(&mut self) -> usize {
         let mut delivered = 0;
         while !self.buffer.is_empty() {
             let n = self.dispatcher.capacity();

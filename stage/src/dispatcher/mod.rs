@@ -163,6 +163,11 @@ impl<T> Outbox<T> {
         !self.released.is_empty()
     }
 
+    /// Whether upstream demand waits to be taken.
+    pub(crate) fn has_demand(&self) -> bool {
+        self.demand > 0
+    }
+
     /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
         self.sends.is_empty() && self.demand == 0 && self.released.is_empty()
