@@ -134,37 +134,24 @@ impl<T> Batches<T> {
         }
     }
 
-    /// Adds messages of one slot that came together, in order: as [`push_run`](Self::push_run),
-    /// moving them into their batches a batch at a time.
+    /// Adds messages of one slot that came together, in order, as [`push_run`](Self::push_run)
+    /// does. Most often they fit in the slot's open batch without filling it, and move into it
+    /// in one go.
     pub(crate) fn push_all(
         &mut self,
         slot: &Slot,
-        messages: Vec<Message<T>>,
+        mut messages: Vec<Message<T>>,
         now: &mut Now,
         out: &mut Vec<Effect<T>>,
     ) {
-        // Most often the run fits in the open batch without filling it: one move of the lot.
         if let Some(open) = self.open.get_mut(slot) {
             if messages.len() < self.size - open.messages.len() {
                 self.open_messages += messages.len();
-                let mut messages = messages;
                 open.messages.append(&mut messages);
                 return;
             }
         }
-        let mut messages = messages.into_iter();
-        while messages.len() > 0 {
-            let Some(open) = self.open.get_mut(slot) else {
-                self.open_slot(slot, now, out);
-                continue;
-            };
-            let take = (self.size - open.messages.len()).min(messages.len());
-            open.messages.extend(messages.by_ref().take(take));
-            self.open_messages += take;
-            if open.messages.len() == self.size {
-                self.close(slot, Trigger::Size, now, out);
-            }
-        }
+        self.push_run(slot, messages, now, out);
     }
 
     /// Closes the slot's batch, if it has one open: a run with a message in flush mode has
