@@ -285,24 +285,10 @@ impl<H: Handler> ProcessorStage<H> {
         // The common chunk fails nothing and settles nothing here (its messages go on to a
         // batcher): the checks come first, so that it builds none of the futures below.
         if !failed.is_empty() {
-            if !killed {
-                if let Guarded::Panicked(panic) =
-                    guarded(handler.handle_failed(&mut failed, &self.ctx), &self.kill).await
-                {
-                    error!(stage = %self.ctx.stage, %panic, "handle_failed panicked; the failures stand as they were");
-                }
-            }
-            settle_failed(
-                failed,
-                shared.sink_in.as_ref(),
-                &self.ctx.stage,
-                &mut self.settle,
-                &shared.stats,
-            )
-            .await;
+            self.settle_for_good(failed, !killed).await;
         }
         if !self.settle.is_clear() {
-            self.settle.flush(&shared.stats, &self.ctx.stage).await;
+            self.settle.flush(&self.shared.stats, &self.ctx.stage).await;
         }
         if !retries.is_empty() {
             self.wait_to_retry(retries, ctx);
@@ -446,24 +432,32 @@ impl<H: Handler> ProcessorStage<H> {
             self.abandon(messages).await;
             return;
         }
+        self.settle_for_good(messages, true).await;
+        self.settle.flush(&self.shared.stats, &self.ctx.stage).await;
+    }
+
+    /// Settles messages failed for good, each as its failure says (dead letters go to the
+    /// sink): after `handle_failed` has seen them, when `tell_handler`.
+    async fn settle_for_good(&mut self, mut failed: Vec<Message<H::In>>, tell_handler: bool) {
         let shared = &*self.shared;
-        if let Guarded::Panicked(panic) = guarded(
-            shared.handler.handle_failed(&mut messages, &self.ctx),
-            &self.kill,
-        )
-        .await
-        {
-            error!(stage = %self.ctx.stage, %panic, "handle_failed panicked; the failures stand as they were");
+        if tell_handler {
+            if let Guarded::Panicked(panic) = guarded(
+                shared.handler.handle_failed(&mut failed, &self.ctx),
+                &self.kill,
+            )
+            .await
+            {
+                error!(stage = %self.ctx.stage, %panic, "handle_failed panicked; the failures stand as they were");
+            }
         }
         settle_failed(
-            messages,
+            failed,
             shared.sink_in.as_ref(),
             &self.ctx.stage,
             &mut self.settle,
             &shared.stats,
         )
         .await;
-        self.settle.flush(&shared.stats, &self.ctx.stage).await;
     }
 
     async fn stopping(&mut self) {
