@@ -104,7 +104,7 @@ impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher<T> {
     }
 
     fn ask(&mut self, id: SubscriptionId, n: usize, out: &mut Outbox<T>) {
-        let Some(current) = self.remove(id) else {
+        let Some(at) = self.consumers.iter().position(|&(_, c)| c == id) else {
             return;
         };
         match self.max {
@@ -116,7 +116,16 @@ impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher<T> {
             ),
             Some(_) => {}
         }
-        self.insert(current.saturating_add(n), id);
+        let current = self.consumers[at].0;
+        let demand = current.saturating_add(n);
+        // A consumer whose demand grew without passing the one ahead of it keeps its place
+        // (with one consumer, always); one whose demand stayed the same goes behind its equals.
+        if demand > current && (at == 0 || self.consumers[at - 1].0 >= demand) {
+            self.consumers[at].0 = demand;
+        } else {
+            self.consumers.remove(at);
+            self.insert(demand, id);
+        }
         self.total = self.total.saturating_add(n);
         let netted = self.pending.min(n);
         self.pending -= netted;
@@ -323,7 +332,8 @@ mod tests {
                         left -= taken;
                         sort(&mut model);
                     }
-                } else if n > 0 {
+                } else {
+                    // An ask of 0 also counts as a change: the consumer goes behind its equals.
                     let id = SubscriptionId::from_raw(raw);
                     d.ask(id, n, &mut out);
                     let entry = model.iter_mut().find(|e| e.2 == id).unwrap();
