@@ -83,7 +83,7 @@
 //! | `prepare_messages` fails | the same, for the whole chunk | its processor |
 //! | `handle_batch` returns `Err` or panics | the same, for the whole batch (its retries join a later batch) | its batch processor |
 //! | `handle_batch` fails one message ([`Message::fail`]) | the same, for that message | its batch processor |
-//! | the acknowledger returns an error | nothing more: it was told once; the error is counted ([`Report::ack_errors`]) | |
+//! | the acknowledger returns an error | nothing more: it was told once; the error is counted ([`Report::ack_errors`], or [`Acker::errors`] for a guard's call) | |
 //! | [`shutdown`](Pipeline::shutdown) within its deadline | everything handled and settled; retries waiting, [`Outcome::Retry`]; what producers held unsent, `Nack { requeue: true }` | each stage |
 //! | `shutdown` past its deadline | what is left, `Nack { requeue: true }` ([`Report::abandoned`]) | each stage |
 //! | a producer panics | what it held, `Nack { requeue: true }`; the pipeline goes on | the messages' guards |

@@ -639,7 +639,10 @@ pub struct Report {
     pub unprocessed: u64,
     /// Messages the dead-letter sink took.
     pub dead_lettered: u64,
-    /// Acknowledger calls that failed.
+    /// Acknowledger calls of the pipeline's stages that failed. A message dropped unsettled
+    /// (one a panicking producer held, say) is settled by its guard on a task of its own; a
+    /// failure there is counted by that acknowledger's [`Acker::errors`](crate::Acker::errors)
+    /// and logged, not here.
     pub ack_errors: u64,
     /// Dead-letter sink calls that failed.
     pub dead_letter_errors: u64,

@@ -269,6 +269,38 @@ async fn a_message_dropped_by_user_code_is_settled_by_its_guard() {
     assert_eq!(source.duplicates(), 0);
 }
 
+/// A message dropped unsettled is settled by its guard, on a task of its own: a failure of
+/// that call is counted by its acknowledger (and logged), not in the pipeline's report.
+#[tokio::test(start_paused = true)]
+async fn a_guards_failing_call_is_counted_by_its_acknowledger() {
+    let journal = Journal::new();
+    journal.fail.store(true, Ordering::Relaxed);
+    let acker = journal.acker();
+    let probe = Probe::default().on_batch(|msgs, _| {
+        msgs[0] = Message::unacked(99);
+        Ok(())
+    });
+    let pipeline = Pipeline::builder("guard-fails", probe)
+        .producer(support::feed(0..2, &acker))
+        .processors(one_processor())
+        .batcher(Batcher::new("default").batch_size(2))
+        .start()
+        .unwrap();
+    let report = within(5, pipeline.join()).await;
+    within(5, async {
+        while acker.errors() < 2 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    assert_eq!(acker.orphaned(), 1);
+    assert_eq!(acker.errors(), 2, "the batch's call and the guard's");
+    assert_eq!(report.ack_errors, 1, "the batch's call only");
+    let outcomes = journal.by_tag();
+    assert_eq!(outcomes[&0], Outcome::Nack { requeue: true });
+    assert_eq!(outcomes[&1], Outcome::Ack);
+}
+
 /// A handler that returns `Err` for the whole batch fails every message of it; one that
 /// panics too, with the panic as the reason.
 #[tokio::test(start_paused = true)]
