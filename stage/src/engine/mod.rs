@@ -461,11 +461,16 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
         }
     }
 
-    /// Applies what the last handler asked of its context.
+    /// Applies what the last handler asked of its context. Most handlers ask nothing, so the
+    /// check is inline and only a dirty context costs a call.
+    #[inline]
     fn apply(&mut self) {
-        if !std::mem::take(&mut self.ctx.dirty) {
-            return;
+        if std::mem::take(&mut self.ctx.dirty) {
+            self.apply_dirty();
         }
+    }
+
+    fn apply_dirty(&mut self) {
         if D::EMITS {
             let events = self.ctx.take_out::<D::Out>();
             self.emit(events);
