@@ -220,7 +220,9 @@ impl Acker {
         if self.0.noop || settled.is_empty() {
             return Ok(());
         }
-        let result = match AssertUnwindSafe(self.0.acker.ack_boxed(settled))
+        // The call is made inside the guarded future: an acknowledger may panic before it
+        // returns its future.
+        let result = match AssertUnwindSafe(async { self.0.acker.ack_boxed(settled).await })
             .catch_unwind()
             .await
         {

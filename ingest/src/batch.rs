@@ -303,6 +303,11 @@ impl<T> Batches<T> {
         self.busy_total
     }
 
+    /// Whether a batch is open.
+    pub(crate) fn has_open(&self) -> bool {
+        !self.open.is_empty()
+    }
+
     /// Whether nothing is open, held or in flight.
     pub(crate) fn is_idle(&self) -> bool {
         self.open.is_empty() && self.waiting.is_empty() && self.busy_total == 0

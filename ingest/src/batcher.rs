@@ -264,7 +264,7 @@ impl<H: Handler> BatcherStage<H> {
     async fn settle_final(&mut self, mut failed: Vec<Message<H::Out>>) {
         let shared = &*self.shared;
         if let Guarded::Panicked(panic) = guarded(
-            shared.handler.handle_failed_batch(&mut failed, &self.ctx),
+            || shared.handler.handle_failed_batch(&mut failed, &self.ctx),
             &self.kill,
         )
         .await
@@ -277,6 +277,7 @@ impl<H: Handler> BatcherStage<H> {
             &self.ctx.stage,
             &mut self.settle,
             &shared.stats,
+            &self.kill,
         )
         .await;
         self.settle.flush(&shared.stats, &self.ctx.stage).await;
@@ -296,8 +297,12 @@ impl<H: Handler> BatcherStage<H> {
     }
 
     fn maybe_finish(&mut self, ctx: &mut StageContext<Self>) {
-        if self.started && self.credits.is_empty() && !self.upstream_done {
+        if self.started && self.credits.is_empty() {
             self.upstream_done = true;
+        }
+        // Once the processors are done nothing more joins a batch, so each goes at once: the
+        // ones open then, and those a retry coming back opens later.
+        if self.upstream_done && self.batches.has_open() {
             self.batches.drain(Instant::now(), &mut self.effects);
             self.apply(ctx);
         }
@@ -590,7 +595,7 @@ impl<H: Handler> BatchProcessorStage<H> {
         let stats = &shared.stats;
         self.settle.expect(messages.len());
         match guarded(
-            shared.handler.handle_batch(messages, info, &self.ctx),
+            || shared.handler.handle_batch(messages, info, &self.ctx),
             &self.kill,
         )
         .await
@@ -636,7 +641,7 @@ impl<H: Handler> BatchProcessorStage<H> {
         }
         if !failed.is_empty() {
             if let Guarded::Panicked(panic) = guarded(
-                shared.handler.handle_failed_batch(&mut failed, &self.ctx),
+                || shared.handler.handle_failed_batch(&mut failed, &self.ctx),
                 &self.kill,
             )
             .await
@@ -650,6 +655,7 @@ impl<H: Handler> BatchProcessorStage<H> {
             &self.ctx.stage,
             &mut self.settle,
             stats,
+            &self.kill,
         )
         .await;
         self.settle.flush(stats, &self.ctx.stage).await;

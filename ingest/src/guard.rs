@@ -37,12 +37,21 @@ pub(crate) enum Guarded<T> {
     Killed,
 }
 
-/// Runs `fut`, catching a panic in any of its polls, and giving up on it when `kill` is
-/// thrown. A call that finishes on its first poll costs one flag load more than a plain call.
-pub(crate) async fn guarded<F: Future>(fut: F, kill: &KillSwitch) -> Guarded<F::Output> {
+/// Makes the future with `call` and runs it, catching a panic in the call itself (a user
+/// method may do its work before it returns its future, as a plain `fn -> impl Future` can) or
+/// in any poll, and giving up on it when `kill` is thrown. A call that finishes on its first
+/// poll costs one flag load more than a plain call.
+pub(crate) async fn guarded<F: Future>(
+    call: impl FnOnce() -> F,
+    kill: &KillSwitch,
+) -> Guarded<F::Output> {
     if kill.is_killed() {
         return Guarded::Killed;
     }
+    let fut = match catch_unwind(AssertUnwindSafe(call)) {
+        Ok(fut) => fut,
+        Err(payload) => return Guarded::Panicked(panic_message(&*payload)),
+    };
     let mut fut = std::pin::pin!(fut);
     std::future::poll_fn(
         |cx| match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
@@ -84,12 +93,12 @@ mod tests {
     #[tokio::test]
     async fn a_panic_is_caught() {
         let kill = KillSwitch::default();
-        let out = guarded(async { panic!("boom") }, &kill).await;
+        let out = guarded(|| async { panic!("boom") }, &kill).await;
         assert!(
             matches!(out, Guarded::Panicked(ref m) if m == "boom"),
             "{out:?}"
         );
-        let out: Guarded<u32> = guarded(async { 3 }, &kill).await;
+        let out: Guarded<u32> = guarded(|| async { 3 }, &kill).await;
         assert!(matches!(out, Guarded::Done(3)));
     }
 
@@ -101,9 +110,9 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             killer.kill();
         });
-        let out = guarded(std::future::pending::<()>(), &kill).await;
+        let out = guarded(std::future::pending::<()>, &kill).await;
         assert!(matches!(out, Guarded::Killed));
-        let out = guarded(async { 1 }, &kill).await;
+        let out = guarded(|| async { 1 }, &kill).await;
         assert!(matches!(out, Guarded::Killed));
     }
 }

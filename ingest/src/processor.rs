@@ -193,7 +193,7 @@ impl<H: Handler> ProcessorStage<H> {
                 ));
             }
         }
-        match guarded(handler.prepare_messages(chunk, &self.ctx), &self.kill).await {
+        match guarded(|| handler.prepare_messages(chunk, &self.ctx), &self.kill).await {
             Guarded::Done(Ok(())) => {}
             Guarded::Done(Err(failure)) => chunk.iter_mut().for_each(|m| m.fail(failure.clone())),
             Guarded::Panicked(panic) => {
@@ -344,7 +344,7 @@ impl<H: Handler> ProcessorStage<H> {
                 }
                 false
             };
-            match guarded(run, kill).await {
+            match guarded(|| run, kill).await {
                 Guarded::Done(false) => {}
                 Guarded::Done(true) | Guarded::Killed => break,
                 Guarded::Panicked(panic) => {
@@ -442,7 +442,7 @@ impl<H: Handler> ProcessorStage<H> {
         let shared = &*self.shared;
         if tell_handler {
             if let Guarded::Panicked(panic) = guarded(
-                shared.handler.handle_failed(&mut failed, &self.ctx),
+                || shared.handler.handle_failed(&mut failed, &self.ctx),
                 &self.kill,
             )
             .await
@@ -456,6 +456,7 @@ impl<H: Handler> ProcessorStage<H> {
             &self.ctx.stage,
             &mut self.settle,
             &shared.stats,
+            &self.kill,
         )
         .await;
     }

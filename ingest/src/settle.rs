@@ -11,6 +11,7 @@ use tracing::{error, warn};
 
 use crate::ack::{AckError, Acker, Outcome, Settlement, Taken};
 use crate::decide::{outcome_of, reason_of};
+use crate::guard::{Guarded, KillSwitch, guarded};
 use crate::handler::{DeadLetter, DeadLetterSink};
 use crate::message::Message;
 
@@ -298,6 +299,7 @@ pub(crate) async fn settle_failed<T: Send + 'static>(
     stage: &Arc<str>,
     settle: &mut Settle,
     stats: &Stats,
+    kill: &KillSwitch,
 ) {
     if failed.is_empty() {
         return;
@@ -312,7 +314,8 @@ pub(crate) async fn settle_failed<T: Send + 'static>(
     let mut slots = Vec::new();
     for mut msg in failed {
         let outcome = msg.failure().map_or(Outcome::Ack, |f| outcome_of(f, true));
-        let Outcome::DeadLetter { reason } = outcome else {
+        // A message acked early was settled for good: it is not a dead letter any more.
+        let (Outcome::DeadLetter { reason }, true) = (outcome, msg.is_pending()) else {
             settle.failed(&mut msg, true);
             continue;
         };
@@ -332,14 +335,14 @@ pub(crate) async fn settle_failed<T: Send + 'static>(
         return;
     }
     let n = letters.len() as u64;
-    let sent = match crate::guard::guarded(sink.send(letters), &crate::guard::KillSwitch::default())
-        .await
-    {
-        crate::guard::Guarded::Done(result) => result,
-        crate::guard::Guarded::Panicked(message) => Err(AckError::new(format_args!(
+    let sent = match guarded(|| sink.send(letters), kill).await {
+        Guarded::Done(result) => result,
+        Guarded::Panicked(message) => Err(AckError::new(format_args!(
             "the dead-letter sink panicked: {message}"
         ))),
-        crate::guard::Guarded::Killed => Err(AckError::new("killed")),
+        Guarded::Killed => Err(AckError::new(
+            "the stage was killed past its shutdown deadline while the dead-letter sink ran",
+        )),
     };
     let requeue = match sent {
         Ok(()) => {

@@ -7,8 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use ingest::{Backoff, Batcher, Failure, Outcome, Pipeline, Processors, RetryPolicy, TestSource};
-use support::{Morgue, Probe, within};
+use ingest::{
+    Backoff, Batcher, Context, Failure, Handler, Message, Outcome, Pipeline, Processors,
+    RetryPolicy, TestSource,
+};
+use support::{Journal, Morgue, Probe, feed, within};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -241,4 +244,72 @@ async fn jitter_spreads_the_waits() {
     distinct.sort();
     distinct.dedup();
     assert!(distinct.len() > 1, "{retried:?}");
+}
+
+/// A probe whose batches fail message 1 on its first attempt.
+fn fail_one_once() -> Probe {
+    Probe::default().on_batch(|msgs, _| {
+        for m in msgs.iter_mut() {
+            if m.data == 1 && m.attempt() == 1 {
+                m.fail("the row was locked");
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Once the processors are done, every open batch goes at once, and so does one that a retry
+/// coming back opens afterwards: a finite pipeline whose batch retries a message ends when the
+/// retry's backoff (100 ms) is over, not after the batch timeout (an hour).
+#[tokio::test(start_paused = true)]
+async fn a_batch_retry_after_the_processors_finished_goes_at_once() {
+    let journal = Journal::new();
+    let pipeline = Pipeline::builder("late-retry", fail_one_once())
+        .producer(feed(0..3, &journal.acker()))
+        .processors(Processors::new().concurrency(1))
+        .batcher(
+            Batcher::new("default")
+                .batch_size(10)
+                .batch_timeout(Duration::from_secs(3600))
+                .retry(RetryPolicy::new(3).backoff(Backoff::fixed(ms(100)))),
+        )
+        .start()
+        .unwrap();
+    let report = within(5, pipeline.join()).await;
+    assert_eq!((report.processed, report.acked), (3, 3), "{report:?}");
+}
+
+/// A handler that acks every message early and then fails it for good.
+struct AckThenFail;
+
+impl Handler for AckThenFail {
+    type In = u64;
+    type Out = u64;
+
+    async fn handle_message(&self, msg: &mut Message<u64>, _: &Context) -> Result<u64, Failure> {
+        msg.ack_now().await.unwrap();
+        Err(Failure::new("broken after the early ack"))
+    }
+}
+
+/// A message acked early with `ack_now` is settled for good: when its handler then fails it
+/// for good, it is not sent to the dead-letter sink, and it counts once, as acked.
+#[tokio::test(start_paused = true)]
+async fn a_message_acked_early_is_not_dead_lettered() {
+    let morgue = Arc::new(Morgue::default());
+    let source = TestSource::new();
+    let pipeline = Pipeline::builder("early-dlq", AckThenFail)
+        .producer(source.producer())
+        .processors(Processors::new().concurrency(1))
+        .dead_letters(Arc::clone(&morgue))
+        .start()
+        .unwrap();
+    let outcomes = within(5, source.push([7u64]).unwrap()).await;
+    assert_eq!(outcomes, vec![Outcome::Ack]);
+    let report = within(5, pipeline.shutdown(Duration::from_secs(5))).await;
+    let letters = morgue.letters.lock().unwrap().clone();
+    assert!(
+        letters.is_empty() && report.dead_lettered == 0,
+        "an acked message went to the dead-letter sink: {letters:?} {report:?}"
+    );
 }
