@@ -313,3 +313,36 @@ async fn a_message_acked_early_is_not_dead_lettered() {
         "an acked message went to the dead-letter sink: {letters:?} {report:?}"
     );
 }
+
+/// A dead-letter sink that never answers.
+struct DeafSink;
+
+impl ingest::DeadLetterSink<u64> for DeafSink {
+    async fn dead_letter(&self, _: Vec<ingest::DeadLetter<u64>>) -> Result<(), ingest::AckError> {
+        std::future::pending().await
+    }
+}
+
+/// A dead-letter sink still waited for when the shutdown deadline passes is given up on, like
+/// any other user call: its messages are requeued and the processor ends.
+#[tokio::test(start_paused = true)]
+async fn a_sink_that_never_answers_is_given_up_at_the_deadline() {
+    let source = TestSource::new();
+    let pipeline = Pipeline::builder(
+        "deaf-sink",
+        Probe::default().on_message(|_, _| Err(Failure::new("poison"))),
+    )
+    .producer(source.producer())
+    .processors(Processors::new().concurrency(1))
+    .dead_letters(DeafSink)
+    .start()
+    .unwrap();
+    let outcomes = source.push([1u64]).unwrap();
+    tokio::time::sleep(ms(10)).await;
+    let report = within(60, pipeline.shutdown(Duration::from_secs(5))).await;
+    assert_eq!(within(5, outcomes).await, [Outcome::Nack { requeue: true }]);
+    assert!(report.timed_out, "{report:?}");
+    assert!(report.stuck.is_empty(), "{report:?}");
+    assert_eq!(report.dead_lettered, 0);
+    assert_eq!(report.dead_letter_errors, 1);
+}
