@@ -181,6 +181,14 @@ impl<T> Batches<T> {
             },
         );
         if self.max_open_keys != usize::MAX {
+            // Entries of batches closed since (by size, timeout or flush) are skipped when
+            // evicting; dropped here once they outnumber the open batches, so that the queue
+            // stays as long as what is open, give or take, however many batches close.
+            if self.order.len() >= 2 * self.open.len() + 16 {
+                let open = &self.open;
+                self.order
+                    .retain(|(slot, serial)| open.get(slot).is_some_and(|o| o.serial == *serial));
+            }
             self.order.push_back((slot.clone(), serial));
         }
         out.push(Effect::Opened {
@@ -517,6 +525,29 @@ mod tests {
         assert!(emitted(&mut out).is_empty());
         b.push_run(&slot("c"), msgs(3..4), &mut Now::at(now), &mut out);
         assert_eq!(emitted(&mut out), vec![(vec![0, 2], Trigger::Evicted)]);
+    }
+
+    #[test]
+    fn batches_that_close_by_size_do_not_pile_up_in_the_eviction_order() {
+        let mut b = Batches::new(2, usize::MAX, 4);
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for i in 0..1000 {
+            b.push_run(
+                &slot("a"),
+                msgs(2 * i..2 * i + 2),
+                &mut Now::at(now),
+                &mut out,
+            );
+        }
+        assert_eq!(emitted(&mut out).len(), 1000);
+        assert!(b.order.len() <= 2 * b.open.len() + 16, "{}", b.order.len());
+        // Eviction still finds the oldest open batch.
+        b.push_run(&slot("b"), msgs(0..1), &mut Now::at(now), &mut out);
+        for key in ["c", "d", "e", "f"] {
+            b.push_run(&slot(key), msgs(1..2), &mut Now::at(now), &mut out);
+        }
+        assert_eq!(emitted(&mut out), vec![(vec![0], Trigger::Evicted)]);
     }
 
     #[test]
