@@ -628,8 +628,9 @@ pub struct Report {
     /// Settled with any other outcome after they were handled (rejected, dead-lettered,
     /// handed back for a retry).
     pub failed: u64,
-    /// Retries made in the pipeline (a message retried twice counts twice; it is settled once
-    /// all the same).
+    /// Retries scheduled in the pipeline (a message retried twice counts twice; it is settled
+    /// once all the same). A retry still waiting when the pipeline drains counts too, though
+    /// it is handed back to its source (as `Outcome::Retry`) instead of run.
     pub retried: u64,
     /// Given back to their sources unhandled (`Nack`, `requeue: true`) because the shutdown
     /// deadline passed.
