@@ -90,6 +90,10 @@ pub enum SubscribeError {
     /// The consumer is not running.
     #[error("the consumer is not running")]
     ConsumerClosed,
+    /// The consumer is shutting down: it takes no new subscriptions, which would keep it from
+    /// ever stopping.
+    #[error("the consumer is shutting down")]
+    ShuttingDown,
     /// The producer's dispatcher refused the subscription.
     #[error("the producer rejected the subscription: {0}")]
     Rejected(Arc<str>),

@@ -370,7 +370,8 @@ impl<S: Consumer> StageHandle<S> {
     ///
     /// # Errors
     ///
-    /// An invalid option, a producer or consumer that is not running, or a subscription the
+    /// An invalid option, a producer or consumer that is not running, a consumer that is
+    /// shutting down ([`SubscribeError::ShuttingDown`]), or a subscription the
     /// producer's dispatcher refuses (the consumer's `handle_cancel` then sees the refusal, as
     /// [`Reason::Rejected`]; a refusal never stops it). A consumer whose permanent or transient
     /// subscription finds its producer not running stops, with [`Reason::NoProc`].

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::address::{Asks, ProducerRef};
 use crate::demand::{Batch as Cut, Demand, Message};
 use crate::edge::{Edge, Pushed};
-use crate::error::Cancel;
+use crate::error::{Cancel, Reason};
 use crate::options::{CancelMode, SubscriptionId};
 use crate::packet::Packet;
 
@@ -294,6 +294,19 @@ impl<I: Send + 'static, M> Inlet<I, M> {
     /// How many messages wait in the inbox.
     pub(crate) fn inbox_len(&self) -> usize {
         self.inbox.len()
+    }
+
+    /// The reason of the first producer's end waiting in the inbox that stops or finishes the
+    /// stage once handled (its subscription's cancel mode exits on it), if any.
+    pub(crate) fn waiting_end(&self) -> Option<&Reason> {
+        self.inbox.iter().find_map(|item| match item {
+            Inbound::Cancel(id, cancel) => {
+                let reason = cancel.reason();
+                let up = self.get(*id)?;
+                up.cancel.exits_on(reason).then_some(reason)
+            }
+            _ => None,
+        })
     }
 
     /// Empties the inbox (when the stage exits): the events, by subscription, in order.

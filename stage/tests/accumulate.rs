@@ -322,3 +322,28 @@ async fn accumulate_then_forward_lets_every_consumer_subscribe_before_anything_f
     all.sort();
     assert_eq!(all, (0..10).collect::<Vec<_>>());
 }
+
+/// A producer switched from accumulating to forwarding while it shuts down does not replay the
+/// logged demand into handle_demand: it produces nothing more.
+#[tokio::test]
+async fn a_shutting_down_producer_does_not_replay_demand_into_handle_demand() {
+    support::within(async {
+        let p = stage::producer(support::Source::counter(0))
+            .demand(stage::DemandMode::Accumulate)
+            .start()
+            .unwrap();
+        let opts = stage::SubscribeOptions::new().cancel(stage::CancelMode::Temporary);
+        let (c, id) = support::manual(&p, opts).await;
+        support::ask_settled(&c, id, 5, &p).await;
+        assert!(support::demand_log(&p).await.is_empty(), "accumulated");
+        p.shutdown().unwrap();
+        p.set_demand(stage::DemandMode::Forward).unwrap();
+        p.join().await;
+        let got = support::received(&c).await;
+        assert!(
+            got.is_empty(),
+            "handle_demand called during shutdown produced {got:?}"
+        );
+    })
+    .await;
+}

@@ -629,3 +629,77 @@ async fn panic_in_a_producer_consumer_ends_it_and_its_consumers_follow_their_mod
         "{plog:?}"
     );
 }
+
+/// A consumer of packets that stops after the first batch of a message it is cutting.
+struct PacketEater {
+    seen: usize,
+}
+
+impl stage::Consumer for PacketEater {
+    type In = stage::Packet;
+
+    async fn handle_events(
+        &mut self,
+        packets: Vec<stage::Packet>,
+        _: stage::SubscriptionId,
+        ctx: &mut stage::Context<Self>,
+    ) {
+        self.seen += packets.iter().map(stage::Packet::len).sum::<usize>();
+        ctx.stop(stage::Reason::Normal);
+    }
+}
+
+/// A consumer of packets that stops while cutting a message counts the events it gives back to the
+/// producer, not the packets they travel in.
+#[tokio::test]
+async fn a_consumer_of_packets_counts_returned_events_not_packets() {
+    support::within(async {
+        let p = stage::producer(support::Source::silent()).start().unwrap();
+        let c = stage::consumer(PacketEater { seen: 0 })
+            .subscribe_to(
+                &p.producer().erase(),
+                stage::SubscribeOptions::new().max_demand(10).min_demand(8),
+            )
+            .start()
+            .unwrap();
+        support::settle().await;
+        support::emit(&p, (0..10).collect()).await;
+        c.join().await;
+        support::settle().await;
+        let back = p.counters().await.unwrap().buffered;
+        assert_eq!(back, 8, "the producer got 8 events back");
+        let counters = c.final_counters().unwrap();
+        assert_eq!(counters.returned, 8, "{counters:?}");
+    })
+    .await;
+}
+
+/// A consumer of packets whose producer has exited counts the events it could not give back as
+/// dropped, in events, not packets.
+#[tokio::test]
+async fn a_consumer_of_packets_counts_dropped_events_not_packets() {
+    support::within(async {
+        let p = stage::producer(support::Source::silent()).start().unwrap();
+        let c = stage::consumer(PacketEater { seen: 0 })
+            .subscribe_to(
+                &p.producer().erase(),
+                stage::SubscribeOptions::new().max_demand(10).min_demand(8),
+            )
+            .start()
+            .unwrap();
+        support::settle().await;
+        // Both in the producer's one turn: the batch is sent, then the producer exits.
+        p.cast(support::Msg::Emit((0..10).collect())).unwrap();
+        p.stop(stage::Reason::Normal).unwrap();
+        p.join().await;
+        c.join().await;
+        let counters = c.final_counters().unwrap();
+        assert_eq!(counters.events_in, 10);
+        assert_eq!(
+            counters.dropped + counters.returned,
+            8,
+            "8 events never handled: {counters:?}"
+        );
+    })
+    .await;
+}

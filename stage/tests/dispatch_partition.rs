@@ -483,3 +483,78 @@ async fn rule6_info_is_delivered_after_the_partition_queues_before_it() {
     let log = p.call(Ask::Log).await.unwrap();
     assert!(log.contains(&Seen::Info(Msg::Tag("after"))), "{log:?}");
 }
+
+/// A manual consumer whose first batch's handler waits until the test lets it go.
+struct Blocker {
+    gate: std::sync::Arc<tokio::sync::Notify>,
+    blocked: bool,
+}
+
+impl stage::Consumer for Blocker {
+    type In = u64;
+
+    async fn handle_events(
+        &mut self,
+        _: Vec<u64>,
+        _: stage::SubscriptionId,
+        _: &mut stage::Context<Self>,
+    ) {
+        if !self.blocked {
+            self.blocked = true;
+            self.gate.notified().await;
+        }
+    }
+
+    async fn handle_subscribe(
+        &mut self,
+        _: stage::SubscriptionId,
+        _: &stage::SubscribeOptions,
+        _: &mut stage::Context<Self>,
+    ) -> stage::SubscriptionMode {
+        stage::SubscriptionMode::Manual
+    }
+}
+
+/// Events a leaving consumer gives back to its partition go on to the partition's new consumer
+/// when it already has demand for them, and so do the events that queue behind them.
+#[tokio::test]
+async fn events_given_back_to_a_partition_reach_its_new_consumer() {
+    tokio::time::pause();
+    support::within(async {
+        let p = stage::producer(support::Source::silent())
+            .dispatcher(stage::PartitionDispatcher::with_hash(1, |_: &u64| Some(0)).unwrap())
+            .start()
+            .unwrap();
+        let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+        let c = stage::consumer(Blocker {
+            gate: gate.clone(),
+            blocked: false,
+        })
+        .start()
+        .unwrap();
+        let id = c
+            .subscribe(&p, stage::SubscribeOptions::new().partition(0))
+            .await
+            .unwrap();
+        c.ask(id, 6).unwrap();
+        support::settle().await;
+        support::emit_settled(&p, vec![1, 2, 3]).await; // C handles these and blocks
+        support::emit_settled(&p, vec![4, 5, 6]).await; // these wait in C's queue
+        p.cancel(id, stage::Reason::Normal).unwrap();
+        p.counters().await.unwrap();
+        let (c2, id2) = support::manual(&p, stage::SubscribeOptions::new().partition(0)).await;
+        support::ask_settled(&c2, id2, 10, &p).await;
+        c.abort().unwrap();
+        gate.notify_one();
+        c.join().await;
+        support::settle().await;
+        support::emit_settled(&p, vec![7]).await;
+        let pc = p.counters().await.unwrap();
+        assert_eq!(
+            support::received(&c2).await,
+            vec![4, 5, 6, 7],
+            "producer: {pc:?}"
+        );
+    })
+    .await;
+}

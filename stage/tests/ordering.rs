@@ -309,3 +309,43 @@ async fn rule4_a_reply_sent_early_with_reply_to_send_goes_before_the_events() {
     assert_eq!(events(&c.call(Ask::Log).await.unwrap()), vec![4, 5]);
     assert_eq!(*journal.lock().unwrap(), vec!["replied", "dispatched"]);
 }
+
+/// Batches a producer made for a consumer that has exited in the meantime go back to the
+/// producer's buffer with their order kept: the next consumer receives the oldest events first,
+/// none dropped.
+#[tokio::test]
+async fn failed_sends_to_a_gone_consumer_keep_their_order() {
+    support::within(async {
+        let p = stage::producer(support::Source::counter(0))
+            .start()
+            .unwrap();
+        let c = stage::consumer(support::Sink::manual()).start().unwrap();
+        let id = c
+            .subscribe(&p, stage::SubscribeOptions::new())
+            .await
+            .unwrap();
+        p.counters().await.unwrap();
+        // One burst of the consumer: two asks (the second waits in the edge behind the first)
+        // and its stop. It exits (closing its queue) before the producer runs.
+        c.ask(id, 3).unwrap();
+        c.ask(id, 3).unwrap();
+        c.stop(stage::Reason::Normal).unwrap();
+        c.join().await;
+        support::settle().await;
+        let d = stage::consumer(support::Sink::manual()).start().unwrap();
+        let id_d = d
+            .subscribe(&p, stage::SubscribeOptions::new())
+            .await
+            .unwrap();
+        p.counters().await.unwrap();
+        d.ask(id_d, 6).unwrap();
+        d.counters().await.unwrap();
+        p.counters().await.unwrap();
+        support::settle().await;
+        let got = support::received(&d).await;
+        let counters = p.counters().await.unwrap();
+        assert_eq!(counters.dropped, 0);
+        assert_eq!(got, vec![0, 1, 2, 3, 4, 5], "events out of order");
+    })
+    .await;
+}

@@ -665,3 +665,25 @@ async fn cancelling_one_of_two_subscriptions_to_a_producer_keeps_the_other() {
     assert_eq!(clog, [Seen::Events(id2, vec![1, 2, 3])]);
     assert!(c.is_running());
 }
+
+/// A consumer that is shutting down refuses new subscriptions, so that none keeps its shutdown
+/// from completing.
+#[tokio::test]
+async fn a_subscription_made_during_a_shutdown_does_not_keep_the_stage_alive() {
+    tokio::time::pause();
+    let p1 = stage::producer(support::Source::silent()).start().unwrap();
+    let p2 = stage::producer(support::Source::silent()).start().unwrap();
+    let c = stage::consumer(support::Sink::new())
+        .subscribe_to(&p1, stage::SubscribeOptions::new())
+        .start()
+        .unwrap();
+    support::settle().await;
+    c.shutdown().unwrap();
+    let late = c.subscribe(&p2, stage::SubscribeOptions::new()).await;
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(30), c.join()).await;
+    assert!(
+        ended.is_ok(),
+        "shutdown never completed (late subscribe: {late:?}): {:?}",
+        c.counters().await
+    );
+}

@@ -250,7 +250,8 @@ where
     }
 
     /// The partition keeps its queue for its next consumer, and the events its consumer never
-    /// handled go back to the front of that queue.
+    /// handled go back to the front of that queue, and on to that partition's current
+    /// consumer as far as its demand allows.
     fn cancel(&mut self, id: SubscriptionId, returned: Vec<T>, out: &mut Outbox<T>) -> Vec<T> {
         if let Some(index) = self.by_id.remove(&id) {
             let partition = &mut self.partitions[index];
@@ -270,6 +271,13 @@ where
                 }
                 _ => self.dropped += 1,
             }
+        }
+        // A partition may already have a new consumer with demand: it gets the returned
+        // events now, since `dispatch` sends directly only to partitions whose queue is empty.
+        // Flushing a partition whose queue was empty or whose consumer has no demand sends
+        // nothing.
+        for index in 0..self.partitions.len() {
+            self.flush(index, out);
         }
         self.release(out);
         Vec::new()

@@ -153,9 +153,20 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
             if failed.is_empty() {
                 break;
             }
-            for (id, batch) in failed {
-                debug!(stage = %self.name, %id, "consumer gone; its batch goes back");
-                self.outlet.cancel(id, batch);
+            // Each give-back goes to the front of the buffer: a consumer's failed batches go
+            // back as one, in the order they were made, and the consumer that failed last goes
+            // back first, so that older events stay in front of newer ones.
+            while let Some(&(id, _)) = failed.last() {
+                let mut events = Vec::new();
+                failed.retain_mut(|(other, batch)| {
+                    if *other != id {
+                        return true;
+                    }
+                    events.append(batch);
+                    false
+                });
+                debug!(stage = %self.name, %id, "consumer gone; its batches go back");
+                self.outlet.cancel(id, events);
             }
         }
         // Reading the dispatcher's queue length costs a virtual call: only with the feature.
@@ -179,7 +190,13 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
             return;
         }
         while self.stop.is_none() && self.outlet.replay() {
-            let demand = self.outlet.take_produce();
+            // The logged events still go out; the logged demand, like any demand, is not
+            // produced by a stage that is shutting down.
+            let demand = if self.shutting {
+                0
+            } else {
+                self.outlet.take_produce()
+            };
             if demand > 0 {
                 let events = D::demand(&mut self.stage, demand, &mut self.ctx).await;
                 self.apply();

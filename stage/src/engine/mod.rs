@@ -459,6 +459,25 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
                 self.stop = self.finishing.take();
             }
         }
+        if D::EMITS && D::RECEIVES && self.sinks.is_empty() && !self.inlet.inbox_is_empty() {
+            self.nobody_to_wait_for();
+        }
+    }
+
+    /// A producer-consumer without consumers reads its inbox no more (it does so only with
+    /// downstream demand), so a shutdown, or a producer's end, waiting there behind events
+    /// would wait forever. Shutting down, or having lost all its consumers, it has nobody to
+    /// finish for: it stops now, and its exit gives back the events that wait (or counts them
+    /// as dropped if their producer is gone). One that never had a consumer waits for one.
+    fn nobody_to_wait_for(&mut self) {
+        if self.shutting {
+            self.stop.get_or_insert(Reason::Shutdown);
+        } else if self.had_consumers {
+            if let Some(reason) = self.inlet.waiting_end() {
+                debug!(stage = %self.name, %reason, "producer-consumer with no consumer left stopping after its producer ended");
+                self.stop = Some(reason.clone());
+            }
+        }
     }
 
     /// Applies what the last handler asked of its context. Most handlers ask nothing, so the
@@ -643,44 +662,53 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
     }
 
     /// Gives each producer back the events of its subscription the stage never handled, with
-    /// the news that the stage is down.
+    /// the news that the stage is down. What is returned or dropped is counted in events, read
+    /// from the batches: a consumer of packets holds each batch as one packet of many events.
     fn return_unhandled(
         &mut self,
         reason: &Reason,
         unhandled: Vec<(SubscriptionId, Batch<D::In>)>,
     ) {
-        let mut by_sub: Vec<(SubscriptionId, Vec<D::In>)> = Vec::new();
+        // Each subscription's events, and how many events they are.
+        let mut by_sub: Vec<(SubscriptionId, Vec<D::In>, u64)> = Vec::new();
         for (id, batch) in unhandled {
+            let n = batch.len() as u64;
             let events = batch.into_events();
-            match by_sub.iter_mut().find(|(s, _)| *s == id) {
-                Some((_, all)) => all.extend(events),
-                None => by_sub.push((id, events)),
+            match by_sub.iter_mut().find(|(s, _, _)| *s == id) {
+                Some((_, all, count)) => {
+                    all.extend(events);
+                    *count += n;
+                }
+                None => by_sub.push((id, events, n)),
             }
         }
         for up in self.inlet.take_all() {
-            let mut returned = by_sub
+            let (mut returned, mut n) = by_sub
                 .iter()
-                .position(|(s, _)| *s == up.id)
-                .map(|i| by_sub.swap_remove(i).1)
+                .position(|(s, _, _)| *s == up.id)
+                .map(|i| {
+                    let (_, events, n) = by_sub.swap_remove(i);
+                    (events, n)
+                })
                 .unwrap_or_default();
             // What waits in its queue came after what is already unhandled.
             for batch in up.queue.close() {
+                n += batch.len() as u64;
                 returned.extend(batch.into_events());
             }
-            let n = returned.len() as u64;
             match up
                 .producer
                 .cancel(up.id, Cancel::Down(reason.clone()), returned)
             {
                 Ok(()) => self.returned += n,
-                Err(lost) => self.dropped += lost.len() as u64,
+                Err(_) => self.dropped += n,
             }
         }
         // Events of subscriptions already removed: their producer is gone or has let go.
-        let orphans: usize = by_sub.iter().map(|(_, e)| e.len()).sum();
+        let orphans: u64 = by_sub.iter().map(|(_, _, n)| n).sum();
         if orphans > 0 {
             warn!(stage = %self.name, dropped = orphans, "events of ended subscriptions were never handled; dropped");
-            self.dropped += orphans as u64;
+            self.dropped += orphans;
         }
     }
 }

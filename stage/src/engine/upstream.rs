@@ -21,6 +21,14 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
         opts: SubscribeOptions,
         ack: Option<Ack>,
     ) {
+        if self.shutting {
+            // A shutdown waits for every producer to end: a new one would keep it waiting.
+            debug!(stage = %self.name, "subscription refused: the stage is shutting down");
+            if let Some(ack) = ack {
+                let _ = ack.send(Err(SubscribeError::ShuttingDown));
+            }
+            return;
+        }
         let (max, min) = match opts.limits() {
             Ok(limits) => limits,
             Err(err) => {
