@@ -265,6 +265,13 @@ pub(crate) struct LayerStage<O: Send + 'static> {
     idle_timer: Option<TimerRef>,
 }
 
+/// A fresh logic for window `id` of a stage (fixed windows report their start, `id * scale`).
+fn make_logic<O>(factory: &Factory<O>, pos: Position, scale: u64, id: u64) -> Box<dyn Logic<O>> {
+    let mut logic = factory(pos);
+    logic.start(id.saturating_mul(scale));
+    logic
+}
+
 fn append<O>(out: &mut Vec<O>, mut more: Vec<O>) {
     if out.is_empty() {
         std::mem::swap(out, &mut more);
@@ -434,6 +441,7 @@ impl<O: Send + 'static> LayerStage<O> {
         let Some(closing) = fixed.closing else {
             return false;
         };
+        let scale = self.triggers().scale;
         let stop = closing.end.min(closing.next.saturating_add(CLOSE_STEP));
         for id in closing.next..stop {
             let State::Fixed(fixed) = &mut self.state else {
@@ -447,7 +455,7 @@ impl<O: Send + 'static> LayerStage<O> {
             if closing.finish || lateness.is_zero() {
                 let mut logic = match fixed.held.remove(&id) {
                     Some(held) => held.logic,
-                    None => (self.factory)(self.pos),
+                    None => make_logic(&self.factory, self.pos, scale, id),
                 };
                 let done = self.trigger(id, TriggerName::Done);
                 append(out, logic.trigger(&done));
@@ -455,7 +463,7 @@ impl<O: Send + 'static> LayerStage<O> {
                 // The window (a gap one too) waits for late events until its lateness is over.
                 let (factory, pos) = (&self.factory, self.pos);
                 fixed.held.entry(id).or_insert_with(|| Held {
-                    logic: factory(pos),
+                    logic: make_logic(factory, pos, scale, id),
                     since: 0,
                     state: None,
                 });
@@ -565,7 +573,10 @@ impl<O: Send + 'static> LayerStage<O> {
 
     /// The current (count or periodic) window is done; the next one starts fresh.
     fn next_window(&mut self, out: &mut Vec<O>) {
-        let fresh = (self.factory)(self.pos);
+        let State::Single(current) = &self.state else {
+            return;
+        };
+        let fresh = make_logic(&self.factory, self.pos, 1, current.id + 1);
         let State::Single(current) = &mut self.state else {
             return;
         };
@@ -613,7 +624,7 @@ impl<O: Send + 'static> LayerStage<O> {
                 }
                 return;
             }
-            let logic = (self.factory)(self.pos);
+            let logic = make_logic(&self.factory, self.pos, self.triggers().scale, window);
             let State::Fixed(fixed) = &mut self.state else {
                 return;
             };
@@ -903,7 +914,7 @@ impl<O: Send + 'static> LayerStage<O> {
                 };
                 for id in low..=high {
                     let held = fixed.held.entry(id).or_insert_with(|| Held {
-                        logic: factory(pos),
+                        logic: make_logic(factory, pos, triggers.scale, id),
                         since: 0,
                         state: None,
                     });

@@ -19,6 +19,9 @@ pub(crate) trait Logic<O>: Send {
     fn process(&mut self, batch: Packet) -> Vec<O>;
     /// A trigger fired: what to emit for it.
     fn trigger(&mut self, trigger: &Trigger) -> Vec<O>;
+    /// The logic was made for `window` (as [`Trigger::window`] reports it), before any
+    /// batch: once per window, never per event.
+    fn start(&mut self, _window: u64) {}
 }
 
 /// Where a stage sits in its layer, given to factories and triggers.
@@ -260,6 +263,8 @@ pub(crate) struct Tagged<T> {
 pub(crate) struct Tag<T> {
     inner: Box<dyn Logic<T>>,
     partition: usize,
+    /// The window this logic was made for: what `process` emits belongs to it.
+    window: u64,
 }
 
 impl<T: Send + 'static> Tag<T> {
@@ -268,6 +273,7 @@ impl<T: Send + 'static> Tag<T> {
             Box::new(Tag {
                 inner: inner(pos),
                 partition: pos.index,
+                window: 0,
             })
         })
     }
@@ -281,10 +287,14 @@ impl<T: Send + 'static> Logic<Tagged<T>> for Tag<T> {
         }
         vec![Tagged {
             partition: self.partition,
-            window: 0,
+            window: self.window,
             done: false,
             items,
         }]
+    }
+    fn start(&mut self, window: u64) {
+        self.window = window;
+        self.inner.start(window);
     }
     fn trigger(&mut self, trigger: &Trigger) -> Vec<Tagged<T>> {
         // A trigger's whole output is one unit, even when empty (upstream may split it and run `done` twice).

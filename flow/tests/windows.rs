@@ -1145,6 +1145,24 @@ async fn dp2_departition_of_count_windows() {
     assert_eq!(got, [55, 155, 0]);
 }
 
+/// DP2: what a layer emits as its events arrive (`emit_and_reduce`) belongs to the window
+/// those events entered, so each window's departition result holds exactly its own events.
+#[tokio::test(start_paused = true)]
+async fn dp2_events_emitted_while_reducing_merge_into_their_own_window() {
+    let got = run(Flow::from_iter(1..=4u64)
+        .stages(1)
+        .window(Window::count(2))
+        .emit_and_reduce(|| (), |_: &mut (), x: u64, out: &mut Vec<u64>| out.push(x))
+        .emit_nothing()
+        .departition_with_window(
+            Vec::new,
+            |all: &mut Vec<u64>, xs: Vec<u64>| all.extend(xs),
+            |all, window| (window, all),
+        ))
+    .await;
+    assert_eq!(got, [(0, vec![1, 2]), (1, vec![3, 4]), (2, vec![])]);
+}
+
 /// DP2: non-done triggers only merge; the window's result comes once, at `Done`.
 #[tokio::test(start_paused = true)]
 async fn dp2_every_triggers_only_merge_into_the_window() {
