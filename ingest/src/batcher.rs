@@ -87,7 +87,6 @@ pub(crate) struct BatcherStage<H: Handler> {
     retry_count: usize,
     next_retry: u64,
     effects: Vec<Effect<H::Out>>,
-    upstream_done: bool,
     started: bool,
     done: bool,
     settle: Settle,
@@ -116,7 +115,6 @@ impl<H: Handler> BatcherStage<H> {
             retry_count: 0,
             next_retry: 0,
             effects: Vec::new(),
-            upstream_done: false,
             started: false,
             done: false,
             settle: Settle::default(),
@@ -297,16 +295,16 @@ impl<H: Handler> BatcherStage<H> {
     }
 
     fn maybe_finish(&mut self, ctx: &mut StageContext<Self>) {
-        if self.started && self.credits.is_empty() {
-            self.upstream_done = true;
-        }
+        // The processors subscribe before the start and never again: once all have gone,
+        // they are done for good.
+        let upstream_done = self.started && self.credits.is_empty();
         // Once the processors are done nothing more joins a batch, so each goes at once: the
         // ones open then, and those a retry coming back opens later.
-        if self.upstream_done && self.batches.has_open() {
+        if upstream_done && self.batches.has_open() {
             self.batches.drain(Instant::now(), &mut self.effects);
             self.apply(ctx);
         }
-        if self.upstream_done && !self.done && self.batches.is_idle() && self.retry_count == 0 {
+        if upstream_done && !self.done && self.batches.is_idle() && self.retry_count == 0 {
             self.done = true;
             ctx.finish();
         }

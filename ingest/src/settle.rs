@@ -314,10 +314,13 @@ pub(crate) async fn settle_failed<T: Send + 'static>(
     let mut slots = Vec::new();
     for mut msg in failed {
         let outcome = msg.failure().map_or(Outcome::Ack, |f| outcome_of(f, true));
-        // A message acked early was settled for good: it is not a dead letter any more.
-        let (Outcome::DeadLetter { reason }, true) = (outcome, msg.is_pending()) else {
-            settle.failed(&mut msg, true);
-            continue;
+        let reason = match outcome {
+            // A message acked early was settled for good: it is not a dead letter any more.
+            Outcome::DeadLetter { reason } if msg.is_pending() => reason,
+            _ => {
+                settle.failed(&mut msg, true);
+                continue;
+            }
         };
         let attempts = msg.attempt();
         let metadata = std::mem::take(msg.metadata_mut());

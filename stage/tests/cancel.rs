@@ -631,22 +631,31 @@ async fn panic_in_a_producer_consumer_ends_it_and_its_consumers_follow_their_mod
 }
 
 /// A consumer of packets that stops after the first batch of a message it is cutting.
-struct PacketEater {
-    seen: usize,
-}
+struct PacketEater;
 
 impl stage::Consumer for PacketEater {
     type In = stage::Packet;
 
     async fn handle_events(
         &mut self,
-        packets: Vec<stage::Packet>,
+        _: Vec<stage::Packet>,
         _: stage::SubscriptionId,
         ctx: &mut stage::Context<Self>,
     ) {
-        self.seen += packets.iter().map(stage::Packet::len).sum::<usize>();
         ctx.stop(stage::Reason::Normal);
     }
+}
+
+/// A [`PacketEater`] subscribed to `p` through its erased address, cutting batches of 2
+/// (`max_demand` 10, `min_demand` 8).
+fn packet_eater_of(p: &stage::StageHandle<support::Source>) -> stage::StageHandle<PacketEater> {
+    stage::consumer(PacketEater)
+        .subscribe_to(
+            &p.producer().erase(),
+            stage::SubscribeOptions::new().max_demand(10).min_demand(8),
+        )
+        .start()
+        .unwrap()
 }
 
 /// A consumer of packets that stops while cutting a message counts the events it gives back to the
@@ -655,13 +664,7 @@ impl stage::Consumer for PacketEater {
 async fn a_consumer_of_packets_counts_returned_events_not_packets() {
     support::within(async {
         let p = stage::producer(support::Source::silent()).start().unwrap();
-        let c = stage::consumer(PacketEater { seen: 0 })
-            .subscribe_to(
-                &p.producer().erase(),
-                stage::SubscribeOptions::new().max_demand(10).min_demand(8),
-            )
-            .start()
-            .unwrap();
+        let c = packet_eater_of(&p);
         support::settle().await;
         support::emit(&p, (0..10).collect()).await;
         c.join().await;
@@ -680,13 +683,7 @@ async fn a_consumer_of_packets_counts_returned_events_not_packets() {
 async fn a_consumer_of_packets_counts_dropped_events_not_packets() {
     support::within(async {
         let p = stage::producer(support::Source::silent()).start().unwrap();
-        let c = stage::consumer(PacketEater { seen: 0 })
-            .subscribe_to(
-                &p.producer().erase(),
-                stage::SubscribeOptions::new().max_demand(10).min_demand(8),
-            )
-            .start()
-            .unwrap();
+        let c = packet_eater_of(&p);
         support::settle().await;
         // Both in the producer's one turn: the batch is sent, then the producer exits.
         p.cast(support::Msg::Emit((0..10).collect())).unwrap();

@@ -245,27 +245,37 @@ async fn rule9_emitting_zero_events_still_asks_upstream() {
     assert_eq!(pc.counters().await.unwrap().events_out, 0);
 }
 
+/// A silent producer and a forwarding producer-consumer subscribed to it (`max_demand` 10).
+fn silent_into_forwarder() -> (
+    stage::StageHandle<support::Source>,
+    stage::StageHandle<support::Through>,
+) {
+    let p = stage::producer(support::Source::silent()).start().unwrap();
+    let pc = stage::producer_consumer(support::Through::forwarder())
+        .subscribe_to(&p, stage::SubscribeOptions::new().max_demand(10))
+        .start()
+        .unwrap();
+    (p, pc)
+}
+
+/// Asserts that `pc` ends within 30 s (of the paused clock).
+async fn ends_within_30s(pc: &stage::StageHandle<support::Through>, what: &str) {
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(30), pc.join()).await;
+    assert!(ended.is_ok(), "{what}: {:?}", pc.counters().await);
+}
+
 /// A producer-consumer without consumers reads its inbox no more, so a shutdown does not wait for
 /// the producer's confirmation queued there behind events: the stage stops, giving the events
 /// back.
 #[tokio::test]
 async fn shutdown_of_a_producer_consumer_with_events_waiting_and_no_consumer_ends() {
     tokio::time::pause();
-    let p = stage::producer(support::Source::silent()).start().unwrap();
-    let pc = stage::producer_consumer(support::Through::forwarder())
-        .subscribe_to(&p, stage::SubscribeOptions::new().max_demand(10))
-        .start()
-        .unwrap();
+    let (p, pc) = silent_into_forwarder();
     support::settle().await;
     support::emit_settled(&p, vec![1, 2, 3]).await;
     assert_eq!(pc.counters().await.unwrap().inbox, 1, "the events wait");
     pc.shutdown().unwrap();
-    let ended = tokio::time::timeout(std::time::Duration::from_secs(30), pc.join()).await;
-    assert!(
-        ended.is_ok(),
-        "shutdown never completed: {:?}",
-        pc.counters().await
-    );
+    ends_within_30s(&pc, "shutdown never completed").await;
 }
 
 /// A shutting-down producer-consumer whose last consumer leaves while events wait in its inbox has
@@ -273,11 +283,7 @@ async fn shutdown_of_a_producer_consumer_with_events_waiting_and_no_consumer_end
 #[tokio::test]
 async fn shutdown_of_a_producer_consumer_whose_consumer_leaves_ends() {
     tokio::time::pause();
-    let p = stage::producer(support::Source::silent()).start().unwrap();
-    let pc = stage::producer_consumer(support::Through::forwarder())
-        .subscribe_to(&p, stage::SubscribeOptions::new().max_demand(10))
-        .start()
-        .unwrap();
+    let (p, pc) = silent_into_forwarder();
     let (c, _id) = support::manual(&pc, stage::SubscribeOptions::new()).await;
     support::settle().await;
     support::emit_settled(&p, vec![1, 2, 3]).await;
@@ -286,12 +292,7 @@ async fn shutdown_of_a_producer_consumer_whose_consumer_leaves_ends() {
     c.shutdown().unwrap();
     assert_eq!(support::within(c.join()).await, stage::Reason::Shutdown);
     support::settle().await;
-    let ended = tokio::time::timeout(std::time::Duration::from_secs(30), pc.join()).await;
-    assert!(
-        ended.is_ok(),
-        "shutdown never completed: {:?}",
-        pc.counters().await
-    );
+    ends_within_30s(&pc, "shutdown never completed").await;
 }
 
 /// A producer-consumer whose producer ended normally while events waited in its inbox (the end
@@ -300,11 +301,7 @@ async fn shutdown_of_a_producer_consumer_whose_consumer_leaves_ends() {
 #[tokio::test]
 async fn a_producer_consumer_whose_producer_ended_stops_once_its_consumers_leave() {
     tokio::time::pause();
-    let p = stage::producer(support::Source::silent()).start().unwrap();
-    let pc = stage::producer_consumer(support::Through::forwarder())
-        .subscribe_to(&p, stage::SubscribeOptions::new().max_demand(10))
-        .start()
-        .unwrap();
+    let (p, pc) = silent_into_forwarder();
     let (c, _id) = support::manual(&pc, stage::SubscribeOptions::new()).await;
     support::settle().await;
     support::emit_settled(&p, vec![1, 2, 3]).await;
@@ -314,6 +311,5 @@ async fn a_producer_consumer_whose_producer_ended_stops_once_its_consumers_leave
     c.stop(stage::Reason::Normal).unwrap();
     c.join().await;
     support::settle().await;
-    let ended = tokio::time::timeout(std::time::Duration::from_secs(30), pc.join()).await;
-    assert!(ended.is_ok(), "never stopped: {:?}", pc.counters().await);
+    ends_within_30s(&pc, "never stopped").await;
 }
