@@ -573,14 +573,11 @@ impl<O: Send + 'static> LayerStage<O> {
 
     /// The current (count or periodic) window is done; the next one starts fresh.
     fn next_window(&mut self, out: &mut Vec<O>) {
-        let State::Single(current) = &self.state else {
-            return;
-        };
-        let fresh = make_logic(&self.factory, self.pos, 1, current.id + 1);
         let State::Single(current) = &mut self.state else {
             return;
         };
         let id = current.id;
+        let fresh = make_logic(&self.factory, self.pos, 1, id + 1);
         let mut old = std::mem::replace(&mut current.logic, fresh);
         current.id += 1;
         current.count = 0;
