@@ -5,11 +5,12 @@ use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures::FutureExt;
+use tokio::runtime::Id as RuntimeId;
 use tokio::sync::Notify;
 use tracing::{error, warn};
 
@@ -157,6 +158,8 @@ struct Inner<A: ?Sized> {
 #[derive(Default)]
 struct Orphans {
     queue: Vec<Settlement>,
+    /// The runtime each queued message was dropped on, in the queue's order.
+    runtimes: Vec<RuntimeId>,
     scheduled: bool,
 }
 
@@ -256,10 +259,12 @@ impl Acker {
             outcome: Outcome::Nack { requeue: true },
             reason: Some(Arc::from("dropped before it was settled")),
         };
-        ORPHANS.pending.fetch_add(1, Ordering::AcqRel);
+        let id = runtime.id();
+        ORPHANS.add(id);
         let spawn = {
             let mut orphans = self.0.orphans.lock().unwrap_or_else(|e| e.into_inner());
             orphans.queue.push(settlement);
+            orphans.runtimes.push(id);
             !std::mem::replace(&mut orphans.scheduled, true)
         };
         if spawn {
@@ -274,14 +279,16 @@ async fn settle_orphans(acker: Acker) {
     loop {
         // Messages are usually dropped many at a time: let the rest of them join the queue.
         tokio::task::yield_now().await;
-        let batch = {
+        let (batch, runtimes) = {
             let mut orphans = acker.0.orphans.lock().unwrap_or_else(|e| e.into_inner());
-            let batch = std::mem::take(&mut orphans.queue);
-            if batch.is_empty() {
+            if orphans.queue.is_empty() {
                 orphans.scheduled = false;
                 return;
             }
-            batch
+            (
+                std::mem::take(&mut orphans.queue),
+                std::mem::take(&mut orphans.runtimes),
+            )
         };
         let n = batch.len();
         warn!(
@@ -291,28 +298,77 @@ async fn settle_orphans(acker: Acker) {
         if let Err(err) = acker.ack(batch).await {
             error!(messages = n, %err, "the acknowledger failed to settle dropped messages");
         }
-        if ORPHANS.pending.fetch_sub(n, Ordering::AcqRel) == n {
-            ORPHANS.idle.notify_waiters();
-        }
+        ORPHANS.settled(&runtimes);
     }
 }
 
-/// Orphans queued or being settled, process-wide.
+/// Orphans queued or being settled, counted by the runtime they were dropped on: a pipeline
+/// waits for its own runtime's orphans only, so that pipelines on other runtimes (or a
+/// paused clock beside a busy one) never hold its shutdown up.
 struct OrphanCount {
-    pending: AtomicUsize,
+    /// `(runtime, orphans pending)`, only for runtimes with some pending. Orphans are the
+    /// failure path and few runtimes have them at once: a short list under a lock.
+    pending: Mutex<Vec<(RuntimeId, usize)>>,
+    /// Told whenever some runtime's count falls to zero.
     idle: Notify,
 }
 
 static ORPHANS: OrphanCount = OrphanCount {
-    pending: AtomicUsize::new(0),
+    pending: Mutex::new(Vec::new()),
     idle: Notify::const_new(),
 };
 
-/// Waits until every message dropped unsettled so far has been passed to its acknowledger.
+impl OrphanCount {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(RuntimeId, usize)>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn add(&self, id: RuntimeId) {
+        let mut pending = self.lock();
+        match pending.iter_mut().find(|(r, _)| *r == id) {
+            Some((_, n)) => *n += 1,
+            None => pending.push((id, 1)),
+        }
+    }
+
+    /// One orphan of each runtime in `runtimes` has been passed to its acknowledger.
+    fn settled(&self, runtimes: &[RuntimeId]) {
+        let mut idle = false;
+        {
+            let mut pending = self.lock();
+            for id in runtimes {
+                if let Some(at) = pending.iter().position(|(r, _)| r == id) {
+                    pending[at].1 -= 1;
+                    if pending[at].1 == 0 {
+                        pending.swap_remove(at);
+                        idle = true;
+                    }
+                }
+            }
+        }
+        if idle {
+            self.idle.notify_waiters();
+        }
+    }
+
+    fn pending(&self, id: RuntimeId) -> usize {
+        self.lock()
+            .iter()
+            .find(|(r, _)| *r == id)
+            .map_or(0, |(_, n)| *n)
+    }
+}
+
+/// Waits until every message dropped unsettled so far on the current runtime has been passed
+/// to its acknowledger.
 pub(crate) async fn orphans_settled() {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let id = runtime.id();
     loop {
         let idle = ORPHANS.idle.notified();
-        if ORPHANS.pending.load(Ordering::Acquire) == 0 {
+        if ORPHANS.pending(id) == 0 {
             return;
         }
         idle.await;

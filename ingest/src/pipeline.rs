@@ -578,6 +578,10 @@ impl<H: Handler> Pipeline<H> {
     /// still running is dropped, and the report says `timed_out`. Stages get [`KILL_GRACE`]
     /// to exit after that.
     ///
+    /// Before it returns, messages dropped unsettled on the pipeline's runtime have been
+    /// passed to their acknowledgers (it waits at most [`KILL_GRACE`] for those calls; other
+    /// runtimes' dropped messages are not its to wait for).
+    ///
     /// Idempotent and safe to call from many tasks: the first call's deadline applies, and
     /// every call returns the same report, also after the pipeline ended on its own.
     pub async fn shutdown(&self, deadline: Duration) -> Report {

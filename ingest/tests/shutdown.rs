@@ -265,3 +265,52 @@ async fn dropping_the_handle_does_not_stop_the_pipeline() {
     assert_eq!(journal.by_tag().len(), 20);
     let _ = Arc::clone(&journal);
 }
+
+/// An acknowledger whose calls never answer, and that says when it is first called.
+struct NeverAnswers(std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>);
+
+impl ingest::Acknowledger for NeverAnswers {
+    async fn ack(&self, _: Vec<ingest::Settlement>) -> Result<(), ingest::AckError> {
+        if let Some(called) = self.0.lock().unwrap().take() {
+            let _ = called.send(());
+        }
+        std::future::pending().await
+    }
+}
+
+/// A shutdown waits for the messages dropped unsettled on its own runtime only: an orphan
+/// whose acknowledger never answers, on another runtime, does not hold it up by a moment.
+#[tokio::test(start_paused = true)]
+async fn a_shutdown_does_not_wait_for_another_runtimes_orphans() {
+    let (called, was_called) = std::sync::mpsc::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let elsewhere = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let acker = ingest::Acker::new(NeverAnswers(std::sync::Mutex::new(Some(called))));
+            drop(Message::new(0u64, &acker, 1));
+            let _ = stopped.await;
+        });
+    });
+    was_called
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the other runtime's orphan reached its acknowledger");
+
+    let journal = Journal::new();
+    let pipeline = Pipeline::builder("own-orphans", Probe::default())
+        .producer(feed(0..3, &journal.acker()))
+        .start()
+        .unwrap();
+    let started = Instant::now();
+    let report = within(5, pipeline.join()).await;
+    assert!(
+        started.elapsed() < ingest::KILL_GRACE,
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(report.acked, 3);
+    let _ = stop.send(());
+    elsewhere.join().unwrap();
+}
