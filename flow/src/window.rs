@@ -260,6 +260,9 @@ impl<T> Window<T> {
                 };
                 let state = state.downcast_mut::<A>().expect("the trigger's own state");
                 let mut steps = Vec::new();
+                // The op answered `TriggerAt { at: 0 }` for exactly these events: asked again,
+                // the same answer would fire for ever.
+                let mut fired_at_start = false;
                 loop {
                     match trigger_op(&events, state) {
                         Punctuation::Cont => {
@@ -271,6 +274,17 @@ impl<T> Window<T> {
                             return steps;
                         }
                         Punctuation::TriggerAt { name, at } => {
+                            if at == 0 && !events.is_empty() {
+                                assert!(
+                                    !fired_at_start,
+                                    "the custom trigger answered TriggerAt {{ name: {name:?}, at: 0 }} \
+                                     twice for the same events, so it would fire for ever: \
+                                     remember in its state that it fired"
+                                );
+                                fired_at_start = true;
+                            } else {
+                                fired_at_start = false;
+                            }
                             let pos = events.split_off(at.min(events.len()));
                             steps.push(Step::Process(Packet::new(events)));
                             steps.push(Step::Fire(name));
@@ -343,7 +357,10 @@ pub enum Punctuation<T> {
         /// The trigger's name, given to `on_trigger` as
         /// [`TriggerName::Custom`](crate::TriggerName::Custom).
         name: String,
-        /// Where the batch is cut.
+        /// Where the batch is cut. `0` fires before the batch; the trigger is then asked
+        /// again for the same events, and answering `0` once more fails the stage (it would
+        /// fire for ever), so a trigger that fires before an event remembers, in its state,
+        /// that it did.
         at: usize,
     },
 }

@@ -1364,3 +1364,62 @@ async fn fixed_window_after_a_map_is_an_error_at_start() {
     .await;
     assert_eq!(got, [1, 1501]);
 }
+
+/// Fires "zero" before every 0 of the input, remembering in its state that it cut before the
+/// event at the head of the rest (or it would be asked again, and cut again, for ever).
+fn before_each_zero(events: &[u64], cut: &mut bool) -> flow::Punctuation<u64> {
+    let from = usize::from(std::mem::take(cut));
+    match events.iter().skip(from).position(|&x| x == 0) {
+        Some(at) => {
+            *cut = true;
+            flow::Punctuation::TriggerAt {
+                name: "zero".into(),
+                at: from + at,
+            }
+        }
+        None => flow::Punctuation::Cont,
+    }
+}
+
+/// A custom trigger may cut a batch at its start (`at: 0`, firing before its first event);
+/// one that keeps state fires once there, whatever the batches are.
+#[tokio::test(start_paused = true)]
+async fn a_custom_trigger_fires_before_an_event() {
+    for demand in DEMANDS {
+        let got = run(pin(Flow::from_iter([1u64, 0, 0, 2]).stages(1), demand)
+            .window(Window::global().trigger(|| false, before_each_zero))
+            .reduce(|| 0u64, sum)
+            .on_trigger(|acc: &mut u64, t: &Trigger| vec![(t.name.clone(), std::mem::take(acc))]))
+        .await;
+        let zero = TriggerName::Custom("zero".into());
+        assert_eq!(
+            got,
+            [(zero.clone(), 1), (zero, 0), (TriggerName::Done, 2)],
+            "{demand:?}"
+        );
+    }
+}
+
+/// A custom trigger that answers `at: 0` again for the same events would fire for ever: the
+/// flow fails with a panic that says so, instead of hanging.
+#[test]
+fn a_custom_trigger_that_cuts_at_the_start_for_ever_fails_the_flow() {
+    let result = support::blocking(|| {
+        Flow::from_iter([1u64, 0, 2])
+            .stages(1)
+            .window(Window::global().trigger(
+                || (),
+                |events: &[u64], _: &mut ()| match events.iter().position(|&x| x == 0) {
+                    Some(at) => flow::Punctuation::TriggerAt {
+                        name: "zero".into(),
+                        at,
+                    },
+                    None => flow::Punctuation::Cont,
+                },
+            ))
+            .reduce(|| 0u64, |acc, x| *acc += x)
+            .emit_state()
+            .collect_blocking()
+    });
+    support::assert_panicked(result, "fire for ever");
+}
