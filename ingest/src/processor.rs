@@ -215,62 +215,67 @@ impl<H: Handler> ProcessorStage<H> {
         let handled =
             Self::handle_messages(handler, &self.ctx, &self.kill, chunk, &mut self.results).await;
         let killed = handled < len;
-        let mut out = Vec::new();
-        if self.has_batchers && !killed {
-            out.reserve(handled);
-        }
         let mut failed = Vec::new();
         let mut retries: Vec<(Message<H::In>, Duration)> = Vec::new();
         let draining = shared.draining();
         let mut results = std::mem::take(&mut self.results);
-        for (mut msg, result) in events.drain(..handled).zip(results.drain(..)) {
-            if let Some(data) = result {
-                if !self.has_batchers {
-                    let mut msg = msg.map(|_| data);
-                    self.settle.ack(&mut msg);
-                    continue;
-                }
-                if killed {
-                    self.settle.abandon(&mut msg);
-                    continue;
-                }
-                match shared.route_of(&msg) {
-                    Some(route) => {
-                        let mut msg = msg.map(|_| data);
-                        msg.route = route as u32;
-                        // Attempts count per stage: the batcher's start from the first.
-                        msg.set_attempt(1);
-                        out.push(msg);
-                        continue;
+        // The handled messages, as a `Vec` of their own: the whole batch when it is one
+        // chunk (the common case), so that what goes on to a batcher is collected into the
+        // allocation it arrived in instead of a new one.
+        let handled_messages = if handled == events.len() {
+            std::mem::take(events)
+        } else {
+            events.drain(..handled).collect()
+        };
+        let (settle, jitter, retry) = (&mut self.settle, &mut self.jitter, self.retry.as_ref());
+        let has_batchers = self.has_batchers;
+        let out: Vec<Message<H::Out>> = handled_messages
+            .into_iter()
+            .zip(results.drain(..))
+            .filter_map(|(mut msg, result)| {
+                if let Some(data) = result {
+                    if !has_batchers {
+                        settle.ack(&mut msg.map(|_| data));
+                        return None;
                     }
-                    None => {
-                        let known = shared.batchers.join(", ");
-                        msg.fail(Failure::new(format_args!(
-                            "the message was sent to the unknown batcher {:?} (the batchers are: {known})",
-                            msg.batcher()
-                        )));
+                    if killed {
+                        settle.abandon(&mut msg);
+                        return None;
+                    }
+                    match shared.route_of(&msg) {
+                        Some(route) => {
+                            let mut msg = msg.map(|_| data);
+                            msg.route = route as u32;
+                            // Attempts count per stage: the batcher's start from the first.
+                            msg.set_attempt(1);
+                            return Some(msg);
+                        }
+                        None => {
+                            let known = shared.batchers.join(", ");
+                            msg.fail(Failure::new(format_args!(
+                                "the message was sent to the unknown batcher {:?} (the batchers are: {known})",
+                                msg.batcher()
+                            )));
+                        }
                     }
                 }
-            }
-            let attempt = msg.attempt();
-            let fate = match msg.failure_mut() {
-                Some(failure) if !killed => decide(
-                    failure,
-                    attempt,
-                    self.retry.as_ref(),
-                    draining,
-                    self.jitter.next(),
-                ),
-                _ => Fate::Final,
-            };
-            match fate {
-                Fate::Retry(after) => {
-                    msg.set_attempt(attempt + 1);
-                    retries.push((msg, after));
+                let attempt = msg.attempt();
+                let fate = match msg.failure_mut() {
+                    Some(failure) if !killed => {
+                        decide(failure, attempt, retry, draining, jitter.next())
+                    }
+                    _ => Fate::Final,
+                };
+                match fate {
+                    Fate::Retry(after) => {
+                        msg.set_attempt(attempt + 1);
+                        retries.push((msg, after));
+                    }
+                    Fate::Final => failed.push(msg),
                 }
-                Fate::Final => failed.push(msg),
-            }
-        }
+                None
+            })
+            .collect();
         self.results = results;
         if killed {
             let stats = &shared.stats;
