@@ -4,12 +4,13 @@
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use futures::StreamExt;
 use stage::{
-    BroadcastDispatcher, Call, CallError, CancelMode, Consumer, Context, PartitionDispatcher,
-    Producer, Reason, ReplyTo, StartError, SubscribeError, SubscribeOptions, SubscriptionId,
+    BroadcastDispatcher, Call, CallError, CancelMode, Consumer, Context, Contract,
+    DemandDispatcher, Dispatcher, DispatcherState, Outbox, PartitionDispatcher, Producer, Reason,
+    ReplyTo, StartError, SubscribeError, SubscribeOptions, SubscriptionId,
 };
 use support::{Ask, Msg, Sink, Source, emit, received, settle, within};
 use tokio::sync::Semaphore;
@@ -354,4 +355,138 @@ async fn a_consumer_that_stops_mid_message_gives_back_the_rest_of_it() {
     support::ask(&m, id, 10, &p).await;
     settle().await;
     assert_eq!(received(&m).await, (2..10).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_partition_hash_that_panics_fails_the_producer_and_downs_its_consumers() {
+    let hash = |e: &u64| {
+        assert!(*e != 7, "the hash broke");
+        Some((e % 2) as usize)
+    };
+    let p = stage::from_iter(0..20u64)
+        .dispatcher(PartitionDispatcher::with_hash(2, hash).unwrap())
+        .start()
+        .unwrap();
+    let consumers: Vec<_> = (0..2)
+        .map(|partition| {
+            stage::consumer(Sink::new())
+                .subscribe_to(&p, SubscribeOptions::new().partition(partition))
+                .start()
+                .unwrap()
+        })
+        .collect();
+    match within(p.join()).await {
+        Reason::Panic(msg) => assert!(msg.contains("the hash broke"), "{msg}"),
+        other => panic!("expected a panic, got {other:?}"),
+    }
+    for c in &consumers {
+        // Each hears of its producer's panic and stops: nobody waits on a stage that is gone.
+        match within(c.join()).await {
+            Reason::Panic(msg) => assert!(msg.contains("the hash broke"), "{msg}"),
+            other => panic!("expected its producer's panic, got {other:?}"),
+        }
+    }
+}
+
+/// A demand dispatcher whose `state` panics once `armed` is set.
+struct BrokenState {
+    inner: DemandDispatcher<u64>,
+    armed: Arc<AtomicBool>,
+}
+
+impl Dispatcher<u64> for BrokenState {
+    fn contract(&self) -> Contract {
+        Dispatcher::<u64>::contract(&self.inner)
+    }
+    fn subscribe(
+        &mut self,
+        id: SubscriptionId,
+        opts: &SubscribeOptions,
+        out: &mut Outbox<u64>,
+    ) -> Result<(), SubscribeError> {
+        self.inner.subscribe(id, opts, out)
+    }
+    fn ask(&mut self, id: SubscriptionId, n: usize, out: &mut Outbox<u64>) {
+        self.inner.ask(id, n, out);
+    }
+    fn cancel(
+        &mut self,
+        id: SubscriptionId,
+        returned: Vec<u64>,
+        out: &mut Outbox<u64>,
+    ) -> Vec<u64> {
+        self.inner.cancel(id, returned, out)
+    }
+    fn dispatch(&mut self, events: Vec<u64>, out: &mut Outbox<u64>) -> Vec<u64> {
+        self.inner.dispatch(events, out)
+    }
+    fn capacity(&self) -> usize {
+        Dispatcher::<u64>::capacity(&self.inner)
+    }
+    fn hold(&mut self, token: u64) -> bool {
+        Dispatcher::<u64>::hold(&mut self.inner, token)
+    }
+    fn state(&self) -> DispatcherState {
+        assert!(!self.armed.load(Ordering::SeqCst), "the state broke");
+        Dispatcher::<u64>::state(&self.inner)
+    }
+}
+
+#[tokio::test]
+async fn a_dispatcher_that_panics_while_its_stage_exits_makes_the_exit_a_panic() {
+    let armed = Arc::new(AtomicBool::new(false));
+    let dispatcher = BrokenState {
+        inner: DemandDispatcher::new(),
+        armed: Arc::clone(&armed),
+    };
+    let p = stage::producer(Source::silent())
+        .dispatcher(dispatcher)
+        .start()
+        .unwrap();
+    let c = stage::consumer(Sink::new())
+        .subscribe_to(&p, SubscribeOptions::new())
+        .start()
+        .unwrap();
+    emit(&p, vec![1, 2, 3]).await;
+    assert_eq!(received(&c).await, vec![1, 2, 3]);
+    armed.store(true, Ordering::SeqCst);
+    p.cast(Msg::Stop(Reason::Normal)).unwrap();
+    // Before: the stage's task died in its exit, and both ends reported a plain `Shutdown`.
+    match within(p.join()).await {
+        Reason::Panic(msg) => assert!(msg.contains("the state broke"), "{msg}"),
+        other => panic!("expected a panic, got {other:?}"),
+    }
+    match within(c.join()).await {
+        Reason::Panic(msg) => assert!(msg.contains("the state broke"), "{msg}"),
+        other => panic!("expected its producer's panic, got {other:?}"),
+    }
+}
+
+/// Emits two events through its context, then panics before returning.
+struct EmitsThenPanics;
+
+impl Producer for EmitsThenPanics {
+    type Out = u64;
+
+    async fn handle_demand(&mut self, _: usize, ctx: &mut Context<Self>) -> Vec<u64> {
+        ctx.emit(vec![1, 2]);
+        panic!("the producer broke");
+    }
+}
+
+#[tokio::test]
+async fn events_emitted_by_a_handler_that_panics_are_counted_as_dropped() {
+    let p = stage::producer(EmitsThenPanics).start().unwrap();
+    let c = stage::consumer(Sink::new())
+        .subscribe_to(&p, SubscribeOptions::new())
+        .start()
+        .unwrap();
+    match within(p.join()).await {
+        Reason::Panic(msg) => assert!(msg.contains("the producer broke"), "{msg}"),
+        other => panic!("expected a panic, got {other:?}"),
+    }
+    assert!(matches!(within(c.join()).await, Reason::Panic(_)));
+    let counters = p.final_counters().expect("exited");
+    assert_eq!(counters.events_out, 0, "{counters:?}");
+    assert_eq!(counters.dropped, 2, "{counters:?}");
 }

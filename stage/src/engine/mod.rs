@@ -27,7 +27,7 @@ use crate::address::{Asks, Downstream, ProducerRef};
 use crate::buffer::Buffer;
 use crate::context::{Context, Job, TimerOp, TimerRef};
 use crate::counters::Counters;
-use crate::dispatcher::Dispatcher;
+use crate::dispatcher::{Dispatcher, DispatcherState};
 use crate::error::{Cancel, Reason, SubscribeError, panic_message};
 use crate::handle::{Control, Exit, Shared, StageHandle};
 use crate::inlet::{Batch, Inlet};
@@ -230,7 +230,7 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
                 reason
             }
         };
-        let counters = self.exit(&reason, &mut rx);
+        let (reason, counters) = self.exit(reason, &mut rx);
         let _ = exit.send(Some(Exit { reason, counters }));
         // The user's state is dropped here, after `exiting` is set: a reply it still holds
         // tells its caller the stage is closed.
@@ -592,13 +592,18 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
     }
 
     fn counters(&self) -> Counters {
-        let mut consumers = self.outlet.state().consumers;
+        self.counters_from(self.outlet.state(), self.outlet.buffered())
+    }
+
+    /// The counters, with what the outlet says of its dispatcher and buffer passed in.
+    fn counters_from(&self, state: DispatcherState, buffered: usize) -> Counters {
+        let mut consumers = state.consumers;
         consumers.sort();
         Counters {
             events_in: self.inlet.events_in(),
             events_out: self.events_out,
-            buffered: self.outlet.buffered(),
-            dropped: self.outlet.state().dropped + self.dropped + self.ctx.misplaced,
+            buffered,
+            dropped: state.dropped + self.dropped + self.ctx.misplaced,
             returned: self.returned,
             inbox: self.inlet.inbox_len(),
             consumers,
@@ -610,10 +615,44 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
 
     /// Tells every peer the stage is down, gives the events it never handled back to their
     /// producers, counts what it still held as dropped, and answers what is left in the
-    /// mailbox, so that nobody waits on a stage that is gone. Returns the final counters.
-    fn exit(&mut self, reason: &Reason, rx: &mut Receiver<S, D>) -> Counters {
+    /// mailbox, so that nobody waits on a stage that is gone. Returns the exit reason (a panic
+    /// of the dispatcher in its last sends replaces a reason that was not already a panic) and
+    /// the final counters.
+    fn exit(&mut self, reason: Reason, rx: &mut Receiver<S, D>) -> (Reason, Counters) {
         self.ctx.exiting.store(true, Ordering::Release);
-        self.deliver();
+        // What a handler emitted before it panicked never reached the outlet.
+        if D::EMITS {
+            let unsent = self.ctx.take_out::<D::Out>().len() as u64;
+            if unsent > 0 {
+                warn!(stage = %self.name, %reason, dropped = unsent, "events emitted by a handler that did not return; dropped");
+                self.dropped += unsent;
+            }
+        }
+        // The dispatcher is the user's code too. Everything the exit asks of it comes first, so
+        // that a panic in it is the reason every peer hears; after one, it is not called again,
+        // and what it held is not known.
+        let last = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            self.deliver();
+            (
+                self.outlet.held_events(),
+                self.outlet.state(),
+                self.outlet.buffered(),
+            )
+        }));
+        let (held, state, buffered, reason) = match last {
+            Ok((held, state, buffered)) => (held as u64, state, buffered, reason),
+            Err(payload) => {
+                let panic = Reason::Panic(panic_message(&*payload));
+                error!(stage = %self.name, reason = %panic, "dispatcher panicked while the stage exited");
+                let reason = if matches!(reason, Reason::Panic(_)) {
+                    reason
+                } else {
+                    panic
+                };
+                (0, DispatcherState::default(), 0, reason)
+            }
+        };
+        let reason = &reason;
         for sink in self.sinks.drain(..) {
             sink.downstream
                 .cancel(sink.id, Cancel::Down(reason.clone()));
@@ -646,19 +685,18 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
             }
         }
         self.return_unhandled(reason, unhandled);
-        let held = self.outlet.held_events() as u64;
         if held > 0 {
             warn!(stage = %self.name, %reason, dropped = held, "stage exited with events it had not sent; dropped");
         }
         self.dropped += held;
-        let counters = self.counters();
+        let counters = self.counters_from(state, buffered);
         self.meter.exited(counters.dropped, counters.returned);
         if reason.is_normal() {
             debug!(stage = %self.name, %reason, "stage exited");
         } else {
             info!(stage = %self.name, %reason, "stage exited");
         }
-        counters
+        (reason.clone(), counters)
     }
 
     /// Gives each producer back the events of its subscription the stage never handled, with
@@ -714,22 +752,13 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
 }
 
 #[cfg(test)]
-mod size_probe {
+mod tests {
+    /// Every message of the mailbox is an envelope, and the mailbox's slots are as wide as
+    /// the widest: the rare messages are boxed so that events and asks move in 32 bytes.
     #[test]
-    fn sizes() {
+    fn envelopes_stay_small() {
         struct S;
-        eprintln!(
-            "envelope {}",
-            std::mem::size_of::<super::Envelope<S, u64>>()
-        );
-        eprintln!(
-            "control {}",
-            std::mem::size_of::<crate::handle::Control<S>>()
-        );
-        eprintln!(
-            "opts {}",
-            std::mem::size_of::<crate::options::SubscribeOptions>()
-        );
-        eprintln!("cancel {}", std::mem::size_of::<crate::error::Cancel>());
+        let size = std::mem::size_of::<super::Envelope<S, u64>>();
+        assert!(size <= 32, "an envelope is {size} bytes");
     }
 }
