@@ -10,11 +10,13 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
 use futures::task::AtomicWaker;
+// As in `edge.rs`: nothing runs user code under the lock, so a lock without poisoning.
+use parking_lot::{Mutex, MutexGuard};
 
 /// Why [`Receiver::try_recv`] returned nothing.
 #[derive(Debug, PartialEq, Eq)]
@@ -45,8 +47,7 @@ const STREAK: u32 = 128;
 
 impl<T> Shared<T> {
     fn lock(&self) -> MutexGuard<'_, VecDeque<T>> {
-        // Nothing runs user code under the lock, and a push or swap cannot be left halfway.
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+        self.queue.lock()
     }
 }
 
