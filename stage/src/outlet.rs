@@ -21,6 +21,17 @@ pub(crate) enum Logged<T> {
     Events(Vec<T>),
 }
 
+/// What an outlet holds and has done when its stage exits, from [`Outlet::last_figures`].
+#[derive(Debug)]
+pub(crate) struct LastFigures {
+    /// The dispatcher's state, with the buffer's drops added.
+    pub(crate) state: DispatcherState,
+    /// Events in the buffer and the dispatcher's queues.
+    pub(crate) buffered: usize,
+    /// Every event still held: buffered, queued or logged.
+    pub(crate) held: usize,
+}
+
 /// The producer side of one stage. `M` is the info message type (opaque here).
 pub(crate) struct Outlet<T, M> {
     buffer: Buffer<T, M>,
@@ -195,9 +206,17 @@ impl<T: Send + 'static, M> Outlet<T, M> {
             && state.queued == state.stranded
     }
 
-    /// Every event the outlet still holds (buffered, queued, logged): what is lost if the stage
-    /// stops now.
-    pub(crate) fn held_events(&self) -> usize {
+    /// What the dispatcher says of itself, read once.
+    pub(crate) fn dispatcher_state(&self) -> DispatcherState {
+        self.dispatcher.state()
+    }
+
+    /// The figures an exit reports, from one reading of the dispatcher's state; `None` when
+    /// the dispatcher cannot be asked (it panicked): then only what the outlet keeps itself
+    /// (its buffer, its log, the buffer's drops) is counted.
+    pub(crate) fn last_figures(&self, dispatcher: Option<DispatcherState>) -> LastFigures {
+        let mut state = dispatcher.unwrap_or_default();
+        let buffered = self.buffer.len() + state.queued;
         let logged: usize = self
             .log
             .iter()
@@ -206,7 +225,12 @@ impl<T: Send + 'static, M> Outlet<T, M> {
                 Logged::Demand(_) => 0,
             })
             .sum();
-        self.buffer.len() + self.dispatcher.state().queued + logged
+        state.dropped += self.dropped;
+        LastFigures {
+            state,
+            buffered,
+            held: buffered + logged,
+        }
     }
 
     /// Buffered events (the buffer and the dispatcher's queues).
@@ -447,7 +471,19 @@ mod tests {
         assert_eq!(o.take_discarded(), 1);
         assert_eq!(o.take_discarded(), 0);
         assert_eq!(o.state().dropped, 1);
-        assert_eq!(o.held_events(), 2);
+        assert_eq!(o.last_figures(Some(o.dispatcher_state())).held, 2);
+    }
+
+    #[test]
+    fn without_its_dispatcher_an_outlet_still_counts_what_it_keeps_itself() {
+        let mut o = outlet(DemandDispatcher::new(), 2);
+        o.emit(vec![1, 2, 3]);
+        o.set_mode(DemandMode::Accumulate);
+        o.emit(vec![4]);
+        let last = o.last_figures(None);
+        assert_eq!(last.state.dropped, 1, "the buffer's drop");
+        assert_eq!(last.buffered, 2);
+        assert_eq!(last.held, 3, "the buffer's two and the logged one");
     }
 
     #[test]
@@ -504,7 +540,7 @@ mod tests {
             o.is_drained(),
             "what is left is for a consumer that is gone"
         );
-        assert_eq!(o.held_events(), 1);
+        assert_eq!(o.last_figures(Some(o.dispatcher_state())).held, 1);
     }
 
     #[test]

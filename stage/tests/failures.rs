@@ -15,6 +15,15 @@ use stage::{
 use support::{Ask, Msg, Sink, Source, emit, received, settle, within};
 use tokio::sync::Semaphore;
 
+/// Asserts that a stage ended with a panic whose message contains `text`.
+#[track_caller]
+fn assert_panicked(reason: Reason, text: &str) {
+    match reason {
+        Reason::Panic(msg) => assert!(msg.contains(text), "{msg}"),
+        other => panic!("expected a panic with {text:?}, got {other:?}"),
+    }
+}
+
 /// Records what it receives; each batch waits for a permit of `gate` first.
 struct Gated {
     gate: Arc<Semaphore>,
@@ -95,10 +104,7 @@ async fn from_stream_over_a_stream_that_panics_fails_the_producer() {
         .subscribe_to(&p, SubscribeOptions::new().max_demand(1))
         .start()
         .unwrap();
-    match within(p.join()).await {
-        Reason::Panic(msg) => assert!(msg.contains("the stream broke"), "{msg}"),
-        other => panic!("expected a panic, got {other:?}"),
-    }
+    assert_panicked(within(p.join()).await, "the stream broke");
     assert!(matches!(within(c.join()).await, Reason::Panic(_)));
 }
 
@@ -189,10 +195,7 @@ impl Consumer for BadEnd {
 async fn a_panic_in_terminate_makes_the_exit_reason_a_panic() {
     let c = stage::consumer(BadEnd).start().unwrap();
     c.stop(Reason::Normal).unwrap();
-    match within(c.join()).await {
-        Reason::Panic(msg) => assert!(msg.contains("terminate broke"), "{msg}"),
-        other => panic!("expected a panic, got {other:?}"),
-    }
+    assert_panicked(within(c.join()).await, "terminate broke");
 }
 
 /// A stage whose `handle_call` panics.
@@ -375,16 +378,10 @@ async fn a_partition_hash_that_panics_fails_the_producer_and_downs_its_consumers
                 .unwrap()
         })
         .collect();
-    match within(p.join()).await {
-        Reason::Panic(msg) => assert!(msg.contains("the hash broke"), "{msg}"),
-        other => panic!("expected a panic, got {other:?}"),
-    }
+    assert_panicked(within(p.join()).await, "the hash broke");
     for c in &consumers {
         // Each hears of its producer's panic and stops: nobody waits on a stage that is gone.
-        match within(c.join()).await {
-            Reason::Panic(msg) => assert!(msg.contains("the hash broke"), "{msg}"),
-            other => panic!("expected its producer's panic, got {other:?}"),
-        }
+        assert_panicked(within(c.join()).await, "the hash broke");
     }
 }
 
@@ -452,14 +449,8 @@ async fn a_dispatcher_that_panics_while_its_stage_exits_makes_the_exit_a_panic()
     armed.store(true, Ordering::SeqCst);
     p.cast(Msg::Stop(Reason::Normal)).unwrap();
     // Before: the stage's task died in its exit, and both ends reported a plain `Shutdown`.
-    match within(p.join()).await {
-        Reason::Panic(msg) => assert!(msg.contains("the state broke"), "{msg}"),
-        other => panic!("expected a panic, got {other:?}"),
-    }
-    match within(c.join()).await {
-        Reason::Panic(msg) => assert!(msg.contains("the state broke"), "{msg}"),
-        other => panic!("expected its producer's panic, got {other:?}"),
-    }
+    assert_panicked(within(p.join()).await, "the state broke");
+    assert_panicked(within(c.join()).await, "the state broke");
 }
 
 /// Emits two events through its context, then panics before returning.
@@ -481,10 +472,7 @@ async fn events_emitted_by_a_handler_that_panics_are_counted_as_dropped() {
         .subscribe_to(&p, SubscribeOptions::new())
         .start()
         .unwrap();
-    match within(p.join()).await {
-        Reason::Panic(msg) => assert!(msg.contains("the producer broke"), "{msg}"),
-        other => panic!("expected a panic, got {other:?}"),
-    }
+    assert_panicked(within(p.join()).await, "the producer broke");
     assert!(matches!(within(c.join()).await, Reason::Panic(_)));
     let counters = p.final_counters().expect("exited");
     assert_eq!(counters.events_out, 0, "{counters:?}");

@@ -217,18 +217,10 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
                 let terminate = AssertUnwindSafe(D::terminate(&mut self.stage, &reason));
                 match terminate.catch_unwind().await {
                     Ok(()) => reason,
-                    Err(payload) => {
-                        let reason = Reason::Panic(panic_message(&*payload));
-                        error!(stage = %self.name, %reason, "terminate panicked");
-                        reason
-                    }
+                    Err(payload) => self.panicked(&*payload, "terminate"),
                 }
             }
-            Err(payload) => {
-                let reason = Reason::Panic(panic_message(&*payload));
-                error!(stage = %self.name, %reason, "stage handler panicked");
-                reason
-            }
+            Err(payload) => self.panicked(&*payload, "a handler"),
         };
         let (reason, counters) = self.exit(reason, &mut rx);
         let _ = exit.send(Some(Exit { reason, counters }));
@@ -631,28 +623,24 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
         // The dispatcher is the user's code too. Everything the exit asks of it comes first, so
         // that a panic in it is the reason every peer hears; after one, it is not called again,
         // and what it held is not known.
-        let last = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let dispatcher = std::panic::catch_unwind(AssertUnwindSafe(|| {
             self.deliver();
-            (
-                self.outlet.held_events(),
-                self.outlet.state(),
-                self.outlet.buffered(),
-            )
+            self.outlet.dispatcher_state()
         }));
-        let (held, state, buffered, reason) = match last {
-            Ok((held, state, buffered)) => (held as u64, state, buffered, reason),
+        let (dispatcher, reason) = match dispatcher {
+            Ok(state) => (Some(state), reason),
             Err(payload) => {
-                let panic = Reason::Panic(panic_message(&*payload));
-                error!(stage = %self.name, reason = %panic, "dispatcher panicked while the stage exited");
-                let reason = if matches!(reason, Reason::Panic(_)) {
+                let panic = self.panicked(&*payload, "the dispatcher, while the stage exited,");
+                // The first panic is the one that stopped the stage.
+                let first = if matches!(reason, Reason::Panic(_)) {
                     reason
                 } else {
                     panic
                 };
-                (0, DispatcherState::default(), 0, reason)
+                (None, first)
             }
         };
-        let reason = &reason;
+        let last = self.outlet.last_figures(dispatcher);
         for sink in self.sinks.drain(..) {
             sink.downstream
                 .cancel(sink.id, Cancel::Down(reason.clone()));
@@ -684,19 +672,26 @@ impl<S: Send + 'static, D: Drive<S>> Engine<S, D> {
                 _ => {}
             }
         }
-        self.return_unhandled(reason, unhandled);
-        if held > 0 {
-            warn!(stage = %self.name, %reason, dropped = held, "stage exited with events it had not sent; dropped");
+        self.return_unhandled(&reason, unhandled);
+        if last.held > 0 {
+            warn!(stage = %self.name, %reason, dropped = last.held, "stage exited with events it had not sent; dropped");
         }
-        self.dropped += held;
-        let counters = self.counters_from(state, buffered);
+        self.dropped += last.held as u64;
+        let counters = self.counters_from(last.state, last.buffered);
         self.meter.exited(counters.dropped, counters.returned);
         if reason.is_normal() {
             debug!(stage = %self.name, %reason, "stage exited");
         } else {
             info!(stage = %self.name, %reason, "stage exited");
         }
-        (reason.clone(), counters)
+        (reason, counters)
+    }
+
+    /// The reason a panic of `what` gives the stage, logged.
+    fn panicked(&self, payload: &(dyn std::any::Any + Send), what: &str) -> Reason {
+        let reason = Reason::Panic(panic_message(payload));
+        error!(stage = %self.name, %reason, "{what} panicked");
+        reason
     }
 
     /// Gives each producer back the events of its subscription the stage never handled, with
